@@ -1,0 +1,183 @@
+"""Checkpoint to one ONNX file: the classifier, its metadata, and a check that it still agrees.
+
+The exported graph maps an MFCC window ``(batch, window_frames, n_mfcc)`` to
+softmax probabilities ``(batch, n_labels)``; the MFCC itself is computed by the
+runtime in numpy (``features.mfcc``), from the feature config stored in the
+metadata. Before the file is written under its final name, ONNX Runtime and
+PyTorch score the same real clips and must agree within ``tolerance``;
+otherwise the export fails loudly and nothing is left behind.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from collect.manifest import load_rows
+from features.audio import load_audio
+from features.config import FeatureConfig
+from features.errors import ModelError
+from features.mfcc import Mfcc
+from deploy.modelfile import FORMAT, INPUT_NAME, OUTPUT_NAME, KwsModel
+from deploy.modelcard import write_model_card
+from train.loop import load_checkpoint
+from train.models import count_parameters
+
+log = logging.getLogger("kws")
+
+AGREEMENT_TOLERANCE = 1e-4  # max |p_onnx - p_torch| on any class of any check window
+
+
+class _WithSoftmax(torch.nn.Module):
+    def __init__(self, model: torch.nn.Module):
+        super().__init__()
+        self.model = model
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.softmax(self.model(x), dim=-1)
+
+
+def center_in_window(audio: np.ndarray, n: int) -> np.ndarray:
+    """Crop or zero-pad a clip to ``n`` samples, keeping its middle."""
+    if len(audio) >= n:
+        start = (len(audio) - n) // 2
+        return audio[start : start + n]
+    out = np.zeros(n, np.float32)
+    start = (n - len(audio)) // 2
+    out[start : start + len(audio)] = audio
+    return out
+
+
+def check_windows(ckpt: dict, check_audio: list[Path] | None, limit: int = 48) -> np.ndarray:
+    """Real MFCC windows to compare PyTorch and ONNX on: given files, else clips of the training dataset."""
+    cfg = FeatureConfig.from_dict(ckpt["feature_config"])
+    if check_audio:
+        paths = list(check_audio)
+    else:
+        dataset = Path(ckpt["dataset"])
+        if not dataset.is_dir():
+            raise ModelError(
+                f"cannot check the export: the training dataset {dataset} is not here; "
+                "pass real clips to compare on with --check-audio"
+            )
+        rows = load_rows(dataset)
+        rng = np.random.default_rng(0)
+        picked = rng.choice(len(rows), size=min(limit, len(rows)), replace=False)
+        paths = [dataset / rows[i].path for i in sorted(picked)]
+    clips = [center_in_window(load_audio(p), ckpt["window_samples"]) for p in paths[:limit]]
+    return Mfcc(cfg)(np.stack(clips))
+
+
+def data_counts(ckpt: dict) -> dict:
+    """Clips per accent, split and kind (keyword / other) of the training dataset, for the model card."""
+    dataset = Path(ckpt["dataset"])
+    if not dataset.is_dir():
+        return {}
+    split_of = {spk: name for name, spks in ckpt.get("splits", {}).items() for spk in spks}
+    keywords = set(ckpt["labels"][1:])
+    counts: dict = {}
+    for row in load_rows(dataset):
+        split = split_of.get(row.speaker)
+        if split is None:
+            continue
+        kind = "keyword" if row.label in keywords else "other"
+        per_split = counts.setdefault(row.accent, {}).setdefault(split, {})
+        per_split[kind] = per_split.get(kind, 0) + 1
+    return counts
+
+
+def export_model(
+    checkpoint: str | Path,
+    out_path: str | Path | None = None,
+    *,
+    threshold: float = 0.5,
+    smoothing: int = 3,
+    refractory_s: float = 1.0,
+    hop_frames: int = 8,
+    check_audio: list[Path] | None = None,
+    tolerance: float = AGREEMENT_TOLERANCE,
+) -> Path:
+    """Export a training checkpoint to ``out_path`` (default: ``model.onnx`` beside it) and write its card.
+
+    Returns the model path. Raises ``ModelError`` if ONNX Runtime and PyTorch
+    disagree by more than ``tolerance`` on real inputs.
+    """
+    checkpoint = Path(checkpoint)
+    model, ckpt = load_checkpoint(checkpoint)
+    out_path = Path(out_path) if out_path else checkpoint.with_name("model.onnx")
+    if not 0.0 < threshold < 1.0:
+        raise ModelError(f"threshold must be between 0 and 1, got {threshold}")
+    if hop_frames < 1 or smoothing < 1 or refractory_s < 0:
+        raise ModelError("hop_frames and smoothing must be at least 1, refractory_s not negative")
+    window_frames = int(ckpt["window_frames"])
+    n_mfcc = int(ckpt["feature_config"]["n_mfcc"])
+    wrapped = _WithSoftmax(model).eval()
+
+    metadata = {
+        "kws_format": FORMAT,
+        "labels": json.dumps(ckpt["labels"]),
+        "feature_config": json.dumps(ckpt["feature_config"], sort_keys=True),
+        "window_frames": str(window_frames),
+        "hop_frames": str(hop_frames),
+        "threshold": repr(float(threshold)),
+        "smoothing": str(smoothing),
+        "refractory_s": repr(float(refractory_s)),
+        "data_digest": ckpt["data_digest"],
+        "dataset": json.dumps(str(ckpt["dataset"])),
+        "model_name": ckpt["model_name"],
+        "model_args": json.dumps(ckpt["model_args"], sort_keys=True),
+        "n_parameters": str(count_parameters(model)),
+        "seed": str(ckpt["seed"]),
+        "train_config": json.dumps(ckpt["train_config"], sort_keys=True),
+        "val_metrics": json.dumps(ckpt.get("val_metrics", {}), sort_keys=True),
+        "splits": json.dumps(ckpt.get("splits", {}), sort_keys=True),
+        "data_counts": json.dumps(data_counts(ckpt), sort_keys=True),
+    }
+
+    windows = check_windows(ckpt, check_audio)
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=out_path.parent, prefix=".export-", suffix=".onnx")
+    os.close(fd)
+    try:
+        _write_onnx(wrapped, window_frames, n_mfcc, metadata, Path(tmp))
+        with torch.no_grad():
+            expected = wrapped(torch.from_numpy(windows)).numpy()
+        got = KwsModel(tmp).predict(windows)
+        diff = float(np.max(np.abs(got - expected)))
+        if not diff <= tolerance:
+            raise ModelError(
+                f"export check failed: ONNX and PyTorch differ by {diff:.2e} on real clips "
+                f"(tolerance {tolerance:.0e}); {out_path} was not written"
+            )
+        os.replace(tmp, out_path)
+    finally:
+        Path(tmp).unlink(missing_ok=True)
+    log.info("export check: ONNX vs PyTorch max |diff| %.2e on %d real windows (tolerance %.0e)", diff, len(windows), tolerance)
+    write_model_card(out_path)
+    return out_path
+
+
+def _write_onnx(model: torch.nn.Module, window_frames: int, n_mfcc: int, metadata: dict[str, str], path: Path) -> None:
+    import onnx
+
+    example = torch.zeros(1, window_frames, n_mfcc)
+    program = torch.onnx.export(
+        model,
+        (example,),
+        dynamo=True,
+        input_names=[INPUT_NAME],
+        output_names=[OUTPUT_NAME],
+        dynamic_shapes=({0: torch.export.Dim("batch", max=4096)},),
+        verbose=False,
+    )
+    proto = program.model_proto
+    for key, value in metadata.items():
+        proto.metadata_props.append(onnx.StringStringEntryProto(key=key, value=value))
+    onnx.checker.check_model(proto)
+    onnx.save(proto, str(path))

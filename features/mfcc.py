@@ -1,0 +1,142 @@
+"""MFCC in numpy: the implementation training and the streaming runtime share.
+
+It imports only numpy, so the listener on a Raspberry Pi needs no librosa. It
+computes exactly what ``features.reference.mfcc_librosa`` computes with librosa
+(Hann window zero-padded to ``n_fft``, power spectrum, Slaney mel filterbank,
+``10*log10(max(S, amin))``, orthonormal DCT-II, no centring); the tests hold
+the two together on real speech.
+
+Two entry points:
+
+- ``Mfcc(cfg)(y)``: audio of shape ``(..., n_samples)`` to features of shape
+  ``(..., n_frames, n_mfcc)``; used on training batches.
+- ``StreamingMfcc(cfg).push(chunk)``: audio in chunks of any length, returns only
+  the frames completed by that chunk, so each frame is computed exactly once.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from features.config import FeatureConfig
+
+
+def hz_to_mel(hz: np.ndarray) -> np.ndarray:
+    """Slaney mel scale (librosa ``htk=False``): linear below 1 kHz, log above."""
+    hz = np.asarray(hz, dtype=np.float64)
+    f_sp = 200.0 / 3
+    min_log_hz = 1000.0
+    min_log_mel = min_log_hz / f_sp
+    logstep = np.log(6.4) / 27.0
+    return np.where(
+        hz >= min_log_hz,
+        min_log_mel + np.log(np.maximum(hz, 1e-12) / min_log_hz) / logstep,
+        hz / f_sp,
+    )
+
+
+def mel_to_hz(mel: np.ndarray) -> np.ndarray:
+    """Inverse of :func:`hz_to_mel`."""
+    mel = np.asarray(mel, dtype=np.float64)
+    f_sp = 200.0 / 3
+    min_log_hz = 1000.0
+    min_log_mel = min_log_hz / f_sp
+    logstep = np.log(6.4) / 27.0
+    return np.where(mel >= min_log_mel, min_log_hz * np.exp(logstep * (mel - min_log_mel)), f_sp * mel)
+
+
+def mel_filterbank(cfg: FeatureConfig) -> np.ndarray:
+    """Triangular Slaney-normalised mel filters, shape ``(n_mels, n_fft // 2 + 1)``."""
+    fft_freqs = np.fft.rfftfreq(cfg.n_fft, 1.0 / cfg.sample_rate)
+    mel_f = mel_to_hz(np.linspace(hz_to_mel(cfg.fmin), hz_to_mel(cfg.fmax), cfg.n_mels + 2))
+    fdiff = np.diff(mel_f)
+    ramps = mel_f[:, None] - fft_freqs[None, :]
+    lower = -ramps[:-2] / fdiff[:-1, None]
+    upper = ramps[2:] / fdiff[1:, None]
+    weights = np.maximum(0.0, np.minimum(lower, upper))
+    weights *= (2.0 / (mel_f[2:] - mel_f[:-2]))[:, None]  # equal area per band
+    return weights
+
+
+def dct_matrix(n_out: int, n_in: int) -> np.ndarray:
+    """Orthonormal DCT-II as a matrix of shape ``(n_out, n_in)``."""
+    k = np.arange(n_out)[:, None]
+    n = np.arange(n_in)[None, :]
+    m = np.cos(np.pi * k * (2 * n + 1) / (2 * n_in)) * np.sqrt(2.0 / n_in)
+    m[0] /= np.sqrt(2.0)
+    return m
+
+
+def analysis_window(cfg: FeatureConfig) -> np.ndarray:
+    """Periodic Hann of ``win_length`` samples, zero-padded to ``n_fft``, centred."""
+    n = np.arange(cfg.win_length)
+    hann = 0.5 - 0.5 * np.cos(2 * np.pi * n / cfg.win_length)
+    window = np.zeros(cfg.n_fft)
+    start = (cfg.n_fft - cfg.win_length) // 2
+    window[start : start + cfg.win_length] = hann
+    return window
+
+
+class Mfcc:
+    """MFCC of whole signals: ``(..., n_samples) -> (..., n_frames, n_mfcc)``, float32.
+
+    Frame ``t`` covers samples ``[t * hop, t * hop + n_fft)``; a signal shorter
+    than ``n_fft`` has no frame.
+
+    >>> feats = Mfcc(FeatureConfig())(np.zeros(16000, np.float32))
+    >>> feats.shape
+    (97, 20)
+    """
+
+    def __init__(self, cfg: FeatureConfig):
+        self.cfg = cfg
+        self.window = analysis_window(cfg).astype(np.float32)
+        self.mel = mel_filterbank(cfg).T.astype(np.float32)  # (n_bins, n_mels)
+        self.dct = dct_matrix(cfg.n_mfcc, cfg.n_mels).T.astype(np.float32)  # (n_mels, n_mfcc)
+        self.log_amin = np.float32(cfg.amin)
+
+    def frames_to_mfcc(self, frames: np.ndarray) -> np.ndarray:
+        """Raw frames ``(..., n_fft)`` to MFCC ``(..., n_mfcc)``."""
+        spectrum = np.fft.rfft(frames * self.window, axis=-1)
+        power = (spectrum.real**2 + spectrum.imag**2).astype(np.float32)
+        mel = power @ self.mel
+        log_mel = 10.0 * np.log10(np.maximum(mel, self.log_amin))
+        return (log_mel @ self.dct).astype(np.float32, copy=False)
+
+    def __call__(self, y: np.ndarray) -> np.ndarray:
+        y = np.asarray(y, dtype=np.float32)
+        n_frames = self.cfg.n_frames(y.shape[-1])
+        if n_frames == 0:
+            return np.zeros(y.shape[:-1] + (0, self.cfg.n_mfcc), np.float32)
+        frames = np.lib.stride_tricks.sliding_window_view(y, self.cfg.n_fft, axis=-1)
+        frames = frames[..., :: self.cfg.hop_length, :][..., :n_frames, :]
+        return self.frames_to_mfcc(frames)
+
+
+class StreamingMfcc:
+    """MFCC of a stream, computed once per frame as audio arrives in chunks.
+
+    Keeps the samples not yet consumed by a complete frame (fewer than ``n_fft``
+    once a frame has been emitted), so the frames returned over any sequence
+    of chunks equal ``Mfcc(cfg)`` of their concatenation.
+    """
+
+    def __init__(self, cfg: FeatureConfig):
+        self.cfg = cfg
+        self._mfcc = Mfcc(cfg)
+        self.reset()
+
+    def reset(self) -> None:
+        """Forget all buffered audio."""
+        self._pending = np.zeros(0, np.float32)
+
+    def push(self, chunk: np.ndarray) -> np.ndarray:
+        """Add samples; return the frames they complete, shape ``(k, n_mfcc)``."""
+        buf = np.concatenate([self._pending, np.asarray(chunk, np.float32).reshape(-1)])
+        n_frames = self.cfg.n_frames(len(buf))
+        if n_frames == 0:
+            self._pending = buf
+            return np.zeros((0, self.cfg.n_mfcc), np.float32)
+        feats = self._mfcc(buf[: self.cfg.samples_for_frames(n_frames)])
+        self._pending = buf[n_frames * self.cfg.hop_length :]
+        return feats
