@@ -1,0 +1,41 @@
+# Two commands on a fresh machine: `make demo` and `make test`. Both set everything up first.
+#
+# torch is installed first and pinned: an unpinned torch pulls a CUDA build of several GB,
+# and this project never needs a GPU.
+
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+TORCH_VERSION ?= 2.13.0
+# What the microphone test needs (a PulseAudio null sink is the microphone) besides the Python packages.
+APT_PACKAGES := pulseaudio pulseaudio-utils libportaudio2 libasound2-plugins
+
+.PHONY: setup system-deps demo test bench clean
+
+$(BIN)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet torch==$(TORCH_VERSION)
+	$(BIN)/python -m pip install --quiet -e '.[test]'
+	touch $@
+
+setup: $(BIN)/.installed
+
+# Installs the audio system packages when they are missing and we may (root); otherwise says what is missing.
+system-deps:
+	@if command -v pulseaudio >/dev/null && command -v paplay >/dev/null && ldconfig -p | grep -q libportaudio; then \
+		echo "system packages: present"; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+		(apt-get update -qq && apt-get install -y -qq $(APT_PACKAGES) >/dev/null) && echo "system packages: installed"; \
+	else \
+		echo "system packages missing ($(APT_PACKAGES)): the microphone tests will be skipped"; \
+	fi
+
+demo: setup
+	$(BIN)/kws demo
+
+test: setup system-deps
+	$(BIN)/python -m pytest
+
+clean:
+	rm -rf runs .pytest_cache

@@ -1,0 +1,29 @@
+"""``kws export``: a training checkpoint to one ONNX file with its metadata and model card."""
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from deploy.cli.app import app
+
+
+@app.command()
+def export(
+    checkpoint: Path = typer.Argument(..., help="best.pt of a training run (kws train writes it)."),
+    out: Optional[Path] = typer.Option(None, "--out", "-o", help="ONNX file to write [default: model.onnx beside the checkpoint]."),
+    threshold: float = typer.Option(0.5, min=0.0, max=1.0, help="Detection threshold on the smoothed keyword score."),
+    smoothing: int = typer.Option(3, min=1, help="Number of hop scores averaged before the threshold."),
+    refractory: float = typer.Option(1.0, min=0.0, help="Seconds of silence after a detection."),
+    hop_frames: int = typer.Option(8, min=1, help="Feature frames (10 ms each) between two scorings."),
+    check_audio: Optional[list[Path]] = typer.Option(None, help="Clips to compare ONNX and PyTorch on [default: the training dataset's]."),
+) -> None:
+    """Export a checkpoint; the export fails if ONNX and PyTorch disagree on real clips."""
+    from deploy.export import export_model
+    from deploy.modelcard import card_path
+
+    path = export_model(
+        checkpoint, out, threshold=threshold, smoothing=smoothing, refractory_s=refractory, hop_frames=hop_frames, check_audio=check_audio
+    )
+    typer.echo(f"model: {path} ({path.stat().st_size / 1024:.0f} KiB)")
+    typer.echo(f"card:  {card_path(path)}")
