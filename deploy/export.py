@@ -26,7 +26,7 @@ from features.errors import ModelError
 from features.mfcc import Mfcc
 from deploy.modelfile import FORMAT, INPUT_NAME, OUTPUT_NAME, KwsModel
 from deploy.modelcard import write_model_card
-from train.loop import load_checkpoint
+from train.checkpoint import load_checkpoint
 from train.models import count_parameters
 
 log = logging.getLogger("kws")

@@ -1,0 +1,82 @@
+"""espeak-ng through its C library (bundled by the ``espeakng-loader`` wheel), driven with ctypes.
+
+The library is used, not the ``espeak-ng`` binary, so no system package is
+needed and no process is started per clip. espeak-ng keeps global state, so
+this module owns one initialised engine per process; calls are serialised by a
+lock.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import threading
+from pathlib import Path
+
+import numpy as np
+
+from features.errors import ConfigError, KwsError
+
+# Constants of speak_lib.h.
+_AUDIO_OUTPUT_SYNCHRONOUS = 2
+_POS_CHARACTER = 1
+_CHARS_UTF8 = 1
+_PARAM = {"rate": 1, "volume": 2, "pitch": 3, "range": 4, "wordgap": 7}
+_CALLBACK = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.POINTER(ctypes.c_short), ctypes.c_int, ctypes.c_void_p)
+
+_lock = threading.Lock()
+_engine: "_Engine | None" = None
+
+
+class _Engine:
+    def __init__(self) -> None:
+        try:
+            import espeakng_loader
+        except ImportError:  # pragma: no cover - a dependency of the package
+            raise KwsError("espeak-ng is not available: pip install espeakng-loader") from None
+        self.lib = ctypes.CDLL(espeakng_loader.get_library_path())
+        data = Path(espeakng_loader.get_data_path())
+        self.lib.espeak_Initialize.restype = ctypes.c_int
+        self.sample_rate = self.lib.espeak_Initialize(_AUDIO_OUTPUT_SYNCHRONOUS, 0, str(data.parent).encode(), 0)
+        if self.sample_rate <= 0:
+            raise KwsError(f"espeak-ng failed to initialise with data in {data}")
+        self._chunks: list[np.ndarray] = []
+        self._callback = _CALLBACK(self._collect)  # kept referenced: the library holds the pointer
+        self.lib.espeak_SetSynthCallback(self._callback)
+        self.lib.espeak_SetVoiceByName.argtypes = [ctypes.c_char_p]
+        self.lib.espeak_Synth.argtypes = [
+            ctypes.c_char_p, ctypes.c_size_t, ctypes.c_uint, ctypes.c_int, ctypes.c_uint, ctypes.c_uint, ctypes.c_void_p, ctypes.c_void_p
+        ]
+
+    def _collect(self, wav, n, events) -> int:
+        if wav and n > 0:
+            self._chunks.append(np.ctypeslib.as_array(wav, shape=(n,)).copy())
+        return 0
+
+    def synth(self, text: str, voice: str, params: dict[str, int]) -> np.ndarray:
+        if self.lib.espeak_SetVoiceByName(voice.encode()) != 0:
+            raise ConfigError(f"espeak-ng has no voice {voice!r}")
+        for name, value in params.items():
+            self.lib.espeak_SetParameter(_PARAM[name], int(value), 0)
+        self._chunks = []
+        data = text.encode("utf-8") + b"\0"
+        err = self.lib.espeak_Synth(data, len(data), 0, _POS_CHARACTER, 0, _CHARS_UTF8, None, None)
+        if err != 0:
+            raise KwsError(f"espeak-ng could not synthesise {text!r} (error {err})")
+        if not self._chunks:
+            return np.zeros(0, np.float32)
+        return np.concatenate(self._chunks).astype(np.float32) / 32768.0
+
+
+def espeak(text: str, voice: str = "en-us", *, rate: int = 175, pitch: int = 50, pitch_range: int = 50, word_gap: int = 0, volume: int = 100) -> tuple[np.ndarray, int]:
+    """Speak ``text`` with an espeak-ng voice (``"en-gb-scotland"``, ``"es+f3"``...).
+
+    ``rate`` is in words per minute (80-450), ``pitch`` and ``pitch_range``
+    0-100, ``word_gap`` in units of 10 ms. Returns float32 audio and its sample
+    rate (22050 Hz for espeak-ng).
+    """
+    global _engine
+    with _lock:
+        if _engine is None:
+            _engine = _Engine()
+        params = {"rate": rate, "pitch": pitch, "range": pitch_range, "wordgap": word_gap, "volume": volume}
+        return _engine.synth(text, voice, params), _engine.sample_rate
