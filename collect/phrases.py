@@ -136,6 +136,8 @@ def sound_alikes(phrase: str, max_distance: int = 3, limit: int = 40) -> tuple[s
 
 def confusables(phrase: str, n: int, rng: np.random.Generator) -> list[str]:
     """``n`` hard negatives: about a third fragments, the rest sound-alikes (drawn from the closest)."""
+    if n <= 0:
+        return []
     frags = fragments(phrase)
     alikes = list(sound_alikes(phrase))
     n_frag = min(len(frags), max(1, n // 3)) if frags else 0

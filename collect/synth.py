@@ -13,6 +13,11 @@ gives foreign-accented English. Clips are written under
 ``<dataset>/<session>/<accent>/`` with one manifest row each
 (``collect.manifest``); noise clips (generated coloured noise) are added as the
 ``noise`` label.
+
+The seed fixes voices, prompts and every parameter. espeak-ng itself adds a
+little waveform jitter (pitch flutter) that cannot be seeded, so two runs give
+the same dataset up to a few samples per clip; the data digest of a training
+run records the exact bytes it used.
 """
 
 from __future__ import annotations

@@ -17,6 +17,8 @@ from deploy.cli.app import app
 from deploy.cli import (  # noqa: F401,E402
     synth,
     data,
+    export,
+    demo,
 )
 
 
