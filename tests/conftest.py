@@ -1,0 +1,47 @@
+"""Shared fixtures: a small real dataset (espeak-ng speech, generated noise) and a model trained on it.
+
+Both are made once per test session in a temporary folder; no test needs
+anything outside the repository (``../shared/data`` is for benchmarks only).
+"""
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+TINY_ACCENTS = ["en-US", "en-GB", "en-GB-scotland", "en-029", "en-x-es", "en-x-de"]
+
+
+@pytest.fixture
+def rng():
+    return np.random.default_rng(1234)
+
+
+@pytest.fixture(scope="session")
+def tiny_dataset(tmp_path_factory) -> Path:
+    """Six accents, four voices each: "computer" takes, confusables, sentences and noise (about 250 clips)."""
+    from collect.synth import synthesize_dataset
+
+    root = tmp_path_factory.mktemp("tiny_dataset")
+    synthesize_dataset(root, "computer", accents=TINY_ACCENTS, n_voices_per_accent=4, takes_per_voice=6,
+                       n_confusables=4, n_sentences=2, seed=0, progress=False)
+    return root
+
+
+@pytest.fixture(scope="session")
+def tiny_run(tiny_dataset, tmp_path_factory):
+    """A training run of configs/tiny.json on ``tiny_dataset`` (its RunResult)."""
+    from train.config import TrainConfig
+    from train.loop import train
+
+    out = tmp_path_factory.mktemp("tiny_run")
+    return train(tiny_dataset, TrainConfig.from_file(REPO / "configs" / "tiny.json"), out / "train", progress=False)
+
+
+@pytest.fixture(scope="session")
+def keyword_model(tiny_run) -> Path:
+    """The tiny run exported to ONNX (checked against PyTorch at export)."""
+    from deploy.export import export_model
+
+    return export_model(tiny_run.checkpoint, Path(tiny_run.checkpoint).parent.parent / "model.onnx")
