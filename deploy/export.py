@@ -20,7 +20,7 @@ import numpy as np
 import torch
 
 from collect.manifest import load_rows
-from features.audio import load_audio
+from features.audio import center_in_window, load_audio
 from features.config import FeatureConfig
 from features.errors import ModelError
 from features.mfcc import Mfcc
@@ -41,17 +41,6 @@ class _WithSoftmax(torch.nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return torch.softmax(self.model(x), dim=-1)
-
-
-def center_in_window(audio: np.ndarray, n: int) -> np.ndarray:
-    """Crop or zero-pad a clip to ``n`` samples, keeping its middle."""
-    if len(audio) >= n:
-        start = (len(audio) - n) // 2
-        return audio[start : start + n]
-    out = np.zeros(n, np.float32)
-    start = (n - len(audio)) // 2
-    out[start : start + len(audio)] = audio
-    return out
 
 
 def check_windows(ckpt: dict, check_audio: list[Path] | None, limit: int = 48) -> np.ndarray:
@@ -102,11 +91,15 @@ def export_model(
     hop_frames: int = 8,
     check_audio: list[Path] | None = None,
     tolerance: float = AGREEMENT_TOLERANCE,
+    int8: bool = False,
 ) -> Path:
     """Export a training checkpoint to ``out_path`` (default: ``model.onnx`` beside it) and write its card.
 
     Returns the model path. Raises ``ModelError`` if ONNX Runtime and PyTorch
-    disagree by more than ``tolerance`` on real inputs.
+    disagree by more than ``tolerance`` on real inputs. With ``int8``, also
+    writes ``<stem>.int8.onnx`` (``deploy.quantize``), compared with the float
+    model on the test speakers' clips, and records the comparison in both
+    files' metadata and cards.
     """
     checkpoint = Path(checkpoint)
     model, ckpt = load_checkpoint(checkpoint)
@@ -160,6 +153,10 @@ def export_model(
         Path(tmp).unlink(missing_ok=True)
     log.info("export check: ONNX vs PyTorch max |diff| %.2e on %d real windows (tolerance %.0e)", diff, len(windows), tolerance)
     write_model_card(out_path)
+    if int8:
+        from deploy.quantize import add_int8
+
+        add_int8(out_path, calibration_audio=check_audio)
     return out_path
 
 

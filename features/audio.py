@@ -89,6 +89,22 @@ def write_wav(path: str | Path, audio: np.ndarray, sample_rate: int = SAMPLE_RAT
     return path
 
 
+def center_in_window(audio: np.ndarray, n: int) -> np.ndarray:
+    """Crop or zero-pad a clip to ``n`` samples, keeping its middle.
+
+    Lives here (numpy only) because training (evaluation windows), export (its
+    check windows) and evaluation must all frame a clip the same way.
+    """
+    audio = np.asarray(audio, dtype=np.float32)
+    if len(audio) >= n:
+        start = (len(audio) - n) // 2
+        return audio[start : start + n]
+    out = np.zeros(n, np.float32)
+    start = (n - len(audio)) // 2
+    out[start : start + len(audio)] = audio
+    return out
+
+
 def sha256_file(path: str | Path) -> str:
     """Hex sha256 of a file's bytes."""
     h = hashlib.sha256()

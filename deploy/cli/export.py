@@ -17,13 +17,19 @@ def export(
     refractory: float = typer.Option(1.0, min=0.0, help="Seconds of silence after a detection."),
     hop_frames: int = typer.Option(8, min=1, help="Feature frames (10 ms each) between two scorings."),
     check_audio: Optional[list[Path]] = typer.Option(None, help="Clips to compare ONNX and PyTorch on [default: the training dataset's]."),
+    int8: bool = typer.Option(False, "--int8", help="Also write <name>.int8.onnx: static int8 quantisation calibrated on training clips, compared with float on the test split."),
 ) -> None:
     """Export a checkpoint; the export fails if ONNX and PyTorch disagree on real clips."""
     from deploy.export import export_model
     from deploy.modelcard import card_path
 
     path = export_model(
-        checkpoint, out, threshold=threshold, smoothing=smoothing, refractory_s=refractory, hop_frames=hop_frames, check_audio=check_audio
+        checkpoint, out, threshold=threshold, smoothing=smoothing, refractory_s=refractory, hop_frames=hop_frames, check_audio=check_audio,
+        int8=int8,
     )
     typer.echo(f"model: {path} ({path.stat().st_size / 1024:.0f} KiB)")
     typer.echo(f"card:  {card_path(path)}")
+    if int8:
+        from deploy.quantize import int8_path, int8_summary
+
+        typer.echo(f"int8:  {int8_path(path)} ({int8_path(path).stat().st_size / 1024:.0f} KiB); {int8_summary(path)}")

@@ -1,0 +1,205 @@
+"""On-the-fly training augmentation of 16 kHz float32 windows.
+
+A wake word must be heard in a noisy kitchen, at any loudness, anywhere in the
+listener's window, from voices the model never heard, yet volunteer and
+synthetic clips are clean, levelled, centred and few. Each training epoch
+therefore sees every clip changed a little. On the whole clip, before it is
+cut to a window (:meth:`Augmenter.perturb_speed`):
+
+0. played slightly faster or slower, which moves pitch, formants and tempo
+   together ("speed perturbation", Ko et al. 2015): the cheapest way to make
+   a few speakers sound like more. audiomentations has no such transform
+   (``TimeStretch`` keeps the pitch, ``PitchShift`` the tempo, both slowly),
+   so it is a linear-interpolation resampling here.
+
+Then on the window (:meth:`Augmenter.__call__`):
+
+1. shifted in time within its window (``audiomentations.Shift``, no rollover:
+   what leaves the window is gone, as in a stream);
+2. louder or quieter (``audiomentations.Gain``);
+3. mixed with generated coloured noise at a random signal-to-noise ratio
+   (``audiomentations.AddColorNoise``; its spectral slope is drawn between
+   brown, -6 dB/octave, and white, 0 dB/octave, so pink and everything between
+   occur too);
+4. mixed with one of the dataset's own ``noise`` clips at a random SNR, when
+   the dataset has some. ``audiomentations.AddBackgroundNoise`` only takes
+   files and re-reads one on every call (0.43 removed its cache), so this one
+   step is done here on the in-memory clips, with audiomentations' own RMS/SNR
+   helpers so the SNR means the same as in step 3.
+
+SNRs are relative to the RMS of the whole window the model sees, not of the
+word alone. The result is clipped to [-1, 1], like audio from a sound card.
+
+Reproducibility: audiomentations draws from the global ``random`` and
+``numpy.random`` states. ``Augmenter`` owns an explicit ``numpy.random.Generator``;
+for each clip it draws one seed from it, seeds those global states with it for
+the duration of the call, and restores them afterwards, so a run is fixed by
+its seed and nothing else in the process is disturbed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import random
+from dataclasses import dataclass
+from typing import Iterator, Sequence
+
+import numpy as np
+
+from features.audio import SAMPLE_RATE
+from features.errors import ConfigError
+
+BROWN_DB_PER_OCTAVE = -6.02  # spectral slope of brown (1/f^2) noise
+WHITE_DB_PER_OCTAVE = 0.0
+
+
+@dataclass(frozen=True)
+class AugmentConfig:
+    """Probabilities and ranges of each augmentation; ``p_*`` = 0 turns one off."""
+
+    p_speed: float = 0.8  # chance of a speed change of the whole clip
+    min_speed: float = 0.9  # speed factor drawn uniformly in [min, max]; 1.1 = 10 % faster and higher
+    max_speed: float = 1.1
+    p_shift: float = 0.5  # chance of a time shift
+    max_shift_s: float = 0.1  # shift drawn uniformly in [-max, +max] seconds
+    p_gain: float = 1.0  # chance of a gain change
+    min_gain_db: float = -6.0
+    max_gain_db: float = 6.0
+    p_color_noise: float = 0.7  # chance of generated white..brown noise
+    min_snr_db: float = 5.0  # SNR of generated noise, dB
+    max_snr_db: float = 30.0
+    p_background: float = 0.5  # chance of mixing in a dataset noise clip (if there are any)
+    min_background_snr_db: float = 0.0  # SNR of dataset noise clips, dB
+    max_background_snr_db: float = 20.0
+
+    def __post_init__(self) -> None:
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not np.isfinite(value):
+                raise ConfigError(f"augment.{f.name} must be a number, got {value!r}")
+            if f.name.startswith("p_") and not 0.0 <= value <= 1.0:
+                raise ConfigError(f"augment.{f.name} must be a probability in [0, 1], got {value}")
+        if not 0.0 <= self.max_shift_s < 1.0:
+            raise ConfigError(f"augment.max_shift_s must be in [0, 1) seconds, got {self.max_shift_s}")
+        if not 0.5 <= self.min_speed <= self.max_speed <= 2.0:
+            raise ConfigError(f"augment speed factors need 0.5 <= min_speed <= max_speed <= 2, got {self.min_speed}..{self.max_speed}")
+        for lo, hi in (("min_gain_db", "max_gain_db"), ("min_snr_db", "max_snr_db"),
+                       ("min_background_snr_db", "max_background_snr_db")):
+            if getattr(self, lo) > getattr(self, hi):
+                raise ConfigError(f"augment.{lo} ({getattr(self, lo)}) is above augment.{hi} ({getattr(self, hi)})")
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "AugmentConfig":
+        if not isinstance(d, dict):
+            raise ConfigError(f"augment must be an object of settings, got {type(d).__name__}")
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(d) - known)
+        if unknown:
+            raise ConfigError(f"unknown augment setting(s): {', '.join('augment.' + k for k in unknown)}; "
+                              f"known: {', '.join(sorted(known))}")
+        return cls(**d)
+
+    @classmethod
+    def off(cls) -> "AugmentConfig":
+        """No augmentation at all (every probability 0)."""
+        return cls(p_speed=0.0, p_shift=0.0, p_gain=0.0, p_color_noise=0.0, p_background=0.0)
+
+
+@contextlib.contextmanager
+def _seeded_globals(seed: int) -> Iterator[None]:
+    """Seed ``random`` and ``numpy.random`` (what audiomentations draws from), then restore them."""
+    py_state, np_state = random.getstate(), np.random.get_state()
+    random.seed(seed)
+    np.random.seed(seed)
+    try:
+        yield
+    finally:
+        random.setstate(py_state)
+        np.random.set_state(np_state)
+
+
+class Augmenter:
+    """Applies ``AugmentConfig`` to one window at a time, reproducibly from ``seed``.
+
+    ``noise_clips`` are background recordings (the dataset's ``noise`` rows) to
+    mix in; with none, step 4 is skipped.
+
+    >>> aug = Augmenter(AugmentConfig(), seed=0)
+    >>> aug(np.zeros(16000, np.float32)).shape
+    (16000,)
+    """
+
+    def __init__(
+        self,
+        config: AugmentConfig,
+        seed: int | Sequence[int] | np.random.Generator = 0,
+        noise_clips: Sequence[np.ndarray] = (),
+        sample_rate: int = SAMPLE_RATE,
+    ):
+        from audiomentations import AddColorNoise, Compose, Gain, Shift
+
+        self.config = config
+        self.sample_rate = sample_rate
+        self.rng = seed if isinstance(seed, np.random.Generator) else np.random.default_rng(seed)
+        self.noise_clips = [np.asarray(c, np.float32) for c in noise_clips if len(c)]
+        c = config
+        self._transform = Compose([
+            Shift(min_shift=-c.max_shift_s, max_shift=c.max_shift_s, shift_unit="seconds", rollover=False,
+                  fade_duration=0.0, p=c.p_shift if c.max_shift_s > 0 else 0.0),
+            Gain(min_gain_db=c.min_gain_db, max_gain_db=c.max_gain_db, p=c.p_gain),
+            AddColorNoise(min_snr_db=c.min_snr_db, max_snr_db=c.max_snr_db, min_f_decay=BROWN_DB_PER_OCTAVE,
+                          max_f_decay=WHITE_DB_PER_OCTAVE, p=c.p_color_noise),
+        ])
+
+    def __call__(self, audio: np.ndarray) -> np.ndarray:
+        """An augmented copy of ``audio`` (1-D float32), same length, clipped to [-1, 1]."""
+        audio = np.asarray(audio, dtype=np.float32)
+        if audio.ndim != 1:
+            raise ValueError(f"Augmenter takes one mono window (1-D), got shape {audio.shape}")
+        with _seeded_globals(int(self.rng.integers(2**32))):
+            out = self._transform(audio.copy(), sample_rate=self.sample_rate)
+        if self.noise_clips and self.rng.random() < self.config.p_background:
+            snr = self.rng.uniform(self.config.min_background_snr_db, self.config.max_background_snr_db)
+            out = mix_at_snr(out, self._background(len(out)), snr)
+        return np.clip(out, -1.0, 1.0).astype(np.float32, copy=False)
+
+    def perturb_speed(self, audio: np.ndarray) -> np.ndarray:
+        """The whole clip played at a random speed (length changes by 1/factor), or unchanged."""
+        if self.config.p_speed <= 0 or self.rng.random() >= self.config.p_speed:
+            return audio
+        factor = self.rng.uniform(self.config.min_speed, self.config.max_speed)
+        return change_speed(audio, factor)
+
+    def _background(self, n: int) -> np.ndarray:
+        """``n`` samples of a random noise clip from a random start, looped if the clip is shorter."""
+        clip = self.noise_clips[int(self.rng.integers(len(self.noise_clips)))]
+        start = int(self.rng.integers(len(clip)))
+        reps = -(-(start + n) // len(clip))
+        return np.tile(clip, reps)[start : start + n]
+
+
+def mix_at_snr(signal: np.ndarray, noise: np.ndarray, snr_db: float) -> np.ndarray:
+    """``signal + noise`` with the noise scaled so that RMS(signal)/RMS(noise) is ``snr_db``.
+
+    A silent signal gets no noise (an SNR is undefined there), as in
+    audiomentations' relative-SNR transforms; a silent noise clip adds nothing.
+    """
+    from audiomentations.core.utils import calculate_desired_noise_rms, calculate_rms
+
+    signal_rms, noise_rms = calculate_rms(signal), calculate_rms(noise)
+    if signal_rms == 0 or noise_rms == 0:
+        return signal
+    gain = calculate_desired_noise_rms(signal_rms, snr_db) / noise_rms
+    return (signal + gain * noise).astype(np.float32)
+
+
+def change_speed(audio: np.ndarray, factor: float) -> np.ndarray:
+    """Resample by linear interpolation so the clip plays ``factor`` times faster (and higher)."""
+    audio = np.asarray(audio, dtype=np.float32)
+    n_out = max(1, int(round(len(audio) / factor)))
+    positions = np.arange(n_out, dtype=np.float64) * factor
+    return np.interp(positions, np.arange(len(audio)), audio).astype(np.float32)

@@ -1,0 +1,158 @@
+"""Augmentation: each step does what its setting says (SNR, gain, shift, speed), reproducibly by seed."""
+
+import random
+
+import numpy as np
+import pytest
+
+from features.augment import AugmentConfig, Augmenter, change_speed, mix_at_snr
+from features.errors import ConfigError
+
+SR = 16000
+ONLY = AugmentConfig.off()
+
+
+def speechlike(n: int = SR, seed: int = 0) -> np.ndarray:
+    """A decaying harmonic burst in silence: loud in the middle, zeros at the ends, like a word in a window."""
+    t = np.arange(n) / SR
+    env = np.exp(-(((t - t.mean()) / 0.15) ** 2))
+    rng = np.random.default_rng(seed)
+    tone = sum(np.sin(2 * np.pi * f * t + rng.uniform(0, 6)) / k for k, f in enumerate((180, 360, 720, 1440), 1))
+    return (0.2 * env * tone).astype(np.float32)
+
+
+def snr_db(clean: np.ndarray, noisy: np.ndarray) -> float:
+    noise = noisy.astype(np.float64) - clean
+    return 10 * np.log10(np.mean(clean.astype(np.float64) ** 2) / np.mean(noise**2))
+
+
+def with_(**kw) -> AugmentConfig:
+    return AugmentConfig(**{**ONLY.to_dict(), **kw})
+
+
+@pytest.mark.parametrize("snr", [0.0, 10.0, 25.0])
+def test_coloured_noise_is_added_at_the_drawn_snr(snr):
+    x = speechlike()
+    aug = Augmenter(with_(p_color_noise=1.0, min_snr_db=snr, max_snr_db=snr), seed=1)
+    for _ in range(3):
+        y = aug(x)
+        assert abs(snr_db(x, y) - snr) < 0.05
+
+
+def test_noise_colour_ranges_from_white_to_brown():
+    x = speechlike()
+    lows = []
+    for seed in range(12):
+        noise = Augmenter(with_(p_color_noise=1.0, min_snr_db=0, max_snr_db=0), seed=seed)(x) - x
+        spectrum = np.abs(np.fft.rfft(noise)) ** 2
+        lows.append(spectrum[: len(spectrum) // 8].sum() / spectrum.sum())  # share of power below 1 kHz
+    # white noise has 1/8 of its power below 1 kHz, brown almost all of it: both ends occur.
+    assert min(lows) < 0.3 and max(lows) > 0.8
+
+
+def test_gain_scales_by_the_drawn_decibels():
+    x = speechlike()
+    y = Augmenter(with_(p_gain=1.0, min_gain_db=-6.0, max_gain_db=-6.0), seed=0)(x)
+    np.testing.assert_allclose(y, x * 10 ** (-6 / 20), rtol=1e-5, atol=1e-7)
+    ys = [Augmenter(with_(p_gain=1.0, min_gain_db=-12, max_gain_db=12), seed=s)(x) for s in range(20)]
+    gains = [20 * np.log10(np.max(np.abs(y)) / np.max(np.abs(x))) for y in ys]
+    assert -12.01 <= min(gains) and max(gains) <= 12.01 and max(gains) - min(gains) > 6
+
+
+def test_output_is_clipped_like_a_sound_card():
+    y = Augmenter(with_(p_gain=1.0, min_gain_db=30, max_gain_db=30), seed=0)(speechlike())
+    assert y.max() <= 1.0 and y.min() >= -1.0 and np.sum(np.abs(y) == 1.0) > 10
+
+
+def test_shift_moves_the_window_content_without_rollover():
+    x = speechlike()
+    for seed in range(5):
+        y = Augmenter(with_(p_shift=1.0, max_shift_s=0.1), seed=seed)(x)
+        lags = np.arange(-1600, 1601)
+        k = lags[np.argmax([np.dot(np.roll(x, lag), y) for lag in lags])]
+        assert k != 0
+        expected = np.roll(x, k)
+        if k > 0:
+            expected[:k] = 0
+        else:
+            expected[k:] = 0
+        np.testing.assert_allclose(y, expected, atol=1e-6)
+
+
+def test_background_clips_are_mixed_at_the_drawn_snr():
+    x = speechlike()
+    noise = np.random.default_rng(5).standard_normal(7000).astype(np.float32) * 0.01  # shorter than the window: looped
+    aug = Augmenter(with_(p_background=1.0, min_background_snr_db=3.0, max_background_snr_db=3.0), seed=2, noise_clips=[noise])
+    y = aug(x)
+    assert abs(snr_db(x, y) - 3.0) < 0.05
+    added = y - x
+    # The added signal is the noise clip itself, scaled: it correlates perfectly with a stretch of it.
+    from scipy.signal import correlate
+
+    looped = np.tile(noise, 4).astype(np.float64)
+    segment = added[:5000].astype(np.float64)
+    start = int(np.argmax(correlate(looped[: len(noise) + 5000], segment, mode="valid", method="fft")))
+    assert abs(np.corrcoef(segment, looped[start : start + 5000])[0, 1]) > 0.999
+
+
+def test_without_noise_clips_background_is_skipped():
+    x = speechlike()
+    y = Augmenter(with_(p_background=1.0), seed=0, noise_clips=[])(x)
+    np.testing.assert_array_equal(x, y)
+
+
+def test_mix_at_snr_leaves_silence_silent():
+    z = np.zeros(100, np.float32)
+    np.testing.assert_array_equal(mix_at_snr(z, np.ones(100, np.float32), 0.0), z)
+
+
+def test_speed_change_moves_pitch_and_length_together():
+    t = np.arange(SR) / SR
+    tone = np.sin(2 * np.pi * 440 * t).astype(np.float32)
+    fast = change_speed(tone, 1.1)
+    assert len(fast) == round(SR / 1.1)
+    freqs = np.fft.rfftfreq(len(fast), 1 / SR)
+    assert abs(freqs[np.argmax(np.abs(np.fft.rfft(fast)))] - 484) < 3
+    aug = Augmenter(with_(p_speed=1.0, min_speed=0.9, max_speed=1.1), seed=0)
+    lengths = {len(aug.perturb_speed(tone)) for _ in range(10)}
+    assert len(lengths) > 5 and all(SR / 1.1 - 1 <= n <= SR / 0.9 + 1 for n in lengths)
+    assert Augmenter(ONLY, seed=0).perturb_speed(tone) is tone
+
+
+def test_shapes_dtype_and_input_untouched():
+    x = speechlike()
+    before = x.copy()
+    y = Augmenter(AugmentConfig(), seed=0, noise_clips=[speechlike(3000, 1)])(x)
+    assert y.shape == x.shape and y.dtype == np.float32
+    np.testing.assert_array_equal(x, before)
+    with pytest.raises(ValueError, match="1-D"):
+        Augmenter(AugmentConfig(), seed=0)(np.zeros((2, 100), np.float32))
+
+
+def test_same_seed_same_result_and_global_random_state_untouched():
+    x = speechlike()
+    noise = [speechlike(5000, 3)]
+    a = [Augmenter(AugmentConfig(), seed=[7, 1], noise_clips=noise)(x) for _ in range(2)]
+    np.testing.assert_array_equal(a[0], a[1])
+    b = Augmenter(AugmentConfig(), seed=[7, 2], noise_clips=noise)(x)
+    assert not np.array_equal(a[0], b)
+
+    random.seed(42)
+    np.random.seed(42)
+    expected = (random.random(), np.random.random())
+    random.seed(42)
+    np.random.seed(42)
+    Augmenter(AugmentConfig(p_color_noise=1.0, p_shift=1.0), seed=0)(x)
+    assert (random.random(), np.random.random()) == expected
+
+
+def test_config_errors_name_the_setting():
+    with pytest.raises(ConfigError, match="augment.p_gain"):
+        AugmentConfig(p_gain=1.5)
+    with pytest.raises(ConfigError, match="augment.min_snr_db"):
+        AugmentConfig(min_snr_db=40, max_snr_db=10)
+    with pytest.raises(ConfigError, match="augment.snr"):
+        AugmentConfig.from_dict({"snr": 3})
+    with pytest.raises(ConfigError, match="augment.max_shift_s"):
+        AugmentConfig(max_shift_s="0.1")
+    assert AugmentConfig.from_dict(AugmentConfig().to_dict()) == AugmentConfig()

@@ -1,0 +1,159 @@
+"""The training configuration: one frozen, JSON-round-trippable ``TrainConfig``.
+
+A run's ``config.json`` is this config (plus the feature config it implies), so
+any run can be repeated from its own folder. Reading a config is strict: an
+unknown key is most likely a typo that would otherwise be silently ignored
+(``"epoch": 5`` training for the default 30), so it is refused with
+``ConfigError`` naming the key, as is any value of the wrong type or range.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import inspect
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from features.augment import AugmentConfig
+from features.config import FeatureConfig
+from features.errors import ConfigError
+from train.models import MODELS
+
+CLASS_BALANCE = ("loss", "sampler", "none")  # class-weighted loss, balanced sampling, or neither
+MONITORS = ("val_loss", "val_f1")  # what early stopping and the best checkpoint follow
+# Filled in by the training loop from the data and the feature config, never by the user.
+DERIVED_MODEL_ARGS = ("n_mfcc", "n_labels")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Everything that decides a training run, besides the data.
+
+    ``monitor``: ``val_loss`` (mean cross-entropy on the validation clips,
+    unweighted: smooth, so patience works well on small validation sets) or
+    ``val_f1`` (macro F1 of the keyword classes at argmax). The best epoch by
+    this metric is the one saved as ``best.pt``.
+    """
+
+    model: str = "dscnn"
+    model_args: dict = field(default_factory=dict)  # besides n_mfcc/n_labels, e.g. {"channels": 64}
+    features: dict = field(default_factory=dict)  # FeatureConfig overrides; {} = the project default
+    epochs: int = 30  # at most; early stopping may end sooner
+    batch_size: int = 64
+    windows_per_epoch: int = 0  # at least this many training windows per epoch (clips repeat, augmented anew); 0 = each clip once
+    lr: float = 3e-3  # peak learning rate of the one-cycle schedule
+    weight_decay: float = 1e-2  # AdamW decoupled weight decay
+    patience: int = 8  # epochs without improvement of `monitor` before stopping; 0 = never stop early
+    monitor: str = "val_loss"
+    seed: int = 0
+    val_fraction: float = 0.15  # of the speakers of each accent
+    test_fraction: float = 0.15
+    window_s: float = 1.0  # model input length, seconds (rounded down to whole frames)
+    class_balance: str = "loss"
+    far_target: float = 0.01  # validation false-accept rate at which keyword recall is reported
+    num_threads: int = 0  # torch CPU threads; 0 = all cores but one (it prepares the next epoch), at most 4
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
+
+    def __post_init__(self) -> None:
+        _check_types(self)
+        if self.model not in MODELS:
+            raise ConfigError(f"model: unknown model {self.model!r}; choose one of {', '.join(sorted(MODELS))}")
+        accepted = set(inspect.signature(MODELS[self.model]).parameters) - set(DERIVED_MODEL_ARGS)
+        for key in self.model_args:
+            if key in DERIVED_MODEL_ARGS:
+                raise ConfigError(f"model_args.{key} is set from the data and features; remove it")
+            if key not in accepted:
+                raise ConfigError(f"model_args.{key}: not an argument of {self.model!r}; known: {', '.join(sorted(accepted))}")
+        try:
+            self.feature_config()
+        except ConfigError as exc:
+            raise ConfigError(f"features: {exc}") from None
+        except TypeError as exc:
+            raise ConfigError(f"features: {exc}") from None
+        positive = {"epochs": self.epochs, "batch_size": self.batch_size, "lr": self.lr, "window_s": self.window_s}
+        for key, value in positive.items():
+            if value <= 0:
+                raise ConfigError(f"{key} must be positive, got {value}")
+        for key in ("weight_decay", "patience", "num_threads", "windows_per_epoch"):
+            if getattr(self, key) < 0:
+                raise ConfigError(f"{key} must not be negative, got {getattr(self, key)}")
+        if not 0.0 < self.val_fraction < 1.0:
+            raise ConfigError(f"val_fraction must be above 0 (early stopping needs validation speakers) and below 1, got {self.val_fraction}")
+        if not 0.0 <= self.test_fraction < 1.0:
+            raise ConfigError(f"test_fraction must be in [0, 1), got {self.test_fraction}")
+        if self.val_fraction + self.test_fraction >= 0.9:
+            raise ConfigError(f"val_fraction + test_fraction must leave speakers to train on, got {self.val_fraction + self.test_fraction:.2f}")
+        if not 0.0 < self.far_target < 1.0:
+            raise ConfigError(f"far_target must be in (0, 1), got {self.far_target}")
+        if self.class_balance not in CLASS_BALANCE:
+            raise ConfigError(f"class_balance must be one of {', '.join(CLASS_BALANCE)}, got {self.class_balance!r}")
+        if self.monitor not in MONITORS:
+            raise ConfigError(f"monitor must be one of {', '.join(MONITORS)}, got {self.monitor!r}")
+        cfg = self.feature_config()
+        if cfg.n_frames(int(self.window_s * cfg.sample_rate)) < 8:
+            raise ConfigError(f"window_s={self.window_s} gives fewer than 8 feature frames; use a longer window")
+
+    def feature_config(self) -> FeatureConfig:
+        """The MFCC definition this run trains with (project default plus ``features`` overrides)."""
+        return FeatureConfig.from_dict(self.features)
+
+    def to_dict(self) -> dict:
+        d = dataclasses.asdict(self)
+        d["augment"] = self.augment.to_dict()
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "TrainConfig":
+        """Build from a plain dict (parsed JSON); unknown keys and bad values raise ``ConfigError``."""
+        if not isinstance(d, dict):
+            raise ConfigError(f"a training config must be a JSON object, got {type(d).__name__}")
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(d) - known)
+        if unknown:
+            raise ConfigError(f"unknown training config key(s): {', '.join(unknown)}; known: {', '.join(sorted(known))}")
+        d = dict(d)
+        if "augment" in d:
+            d["augment"] = AugmentConfig.from_dict(d["augment"])
+        return cls(**d)
+
+    @classmethod
+    def from_file(cls, path: str | Path) -> "TrainConfig":
+        """Read a JSON config file; errors name the file and the offending key."""
+        path = Path(path)
+        if not path.is_file():
+            raise ConfigError(f"{path}: training config file not found")
+        try:
+            d = json.loads(path.read_text(encoding="utf-8"))
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            raise ConfigError(f"{path}: not valid JSON ({exc})") from None
+        try:
+            return cls.from_dict(d)
+        except ConfigError as exc:
+            raise ConfigError(f"{path}: {exc}") from None
+
+    def replace(self, **changes) -> "TrainConfig":
+        """A copy with some settings changed, validated like any other config."""
+        return dataclasses.replace(self, **changes)
+
+
+_TYPES = {
+    "model": str, "model_args": dict, "features": dict, "epochs": int, "batch_size": int, "windows_per_epoch": int, "lr": float,
+    "weight_decay": float, "patience": int, "monitor": str, "seed": int, "val_fraction": float,
+    "test_fraction": float, "window_s": float, "class_balance": str, "far_target": float, "num_threads": int,
+    "augment": AugmentConfig,
+}
+
+
+def _check_types(cfg: TrainConfig) -> None:
+    """Refuse values of the wrong JSON type (``"epochs": "5"``, ``"lr": true``) naming the key."""
+    for key, kind in _TYPES.items():
+        value = getattr(cfg, key)
+        if kind is float:
+            ok = isinstance(value, (int, float)) and not isinstance(value, bool) and value == value and abs(value) != float("inf")
+        elif kind is int:
+            ok = isinstance(value, int) and not isinstance(value, bool)
+        else:
+            ok = isinstance(value, kind)
+        if not ok:
+            raise ConfigError(f"{key} must be {'a number' if kind is float else kind.__name__}, got {value!r}")

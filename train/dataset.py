@@ -1,0 +1,212 @@
+"""Manifest rows to fixed-length MFCC windows, the tensors the classifier trains on.
+
+Why it works the way it does:
+
+- **One window definition.** The model sees ``window_frames`` MFCC frames,
+  i.e. ``window_samples`` audio samples (:func:`window_geometry`); export and the
+  streaming detector read both numbers from the checkpoint, so training and
+  listening cannot disagree.
+- **Keywords anywhere in the window.** The streaming detector scores whatever
+  the last second holds, so in training a keyword clip's *spoken part* (found by
+  energy, :func:`active_span`) is placed at a random offset, fully inside the
+  window and ``margin`` samples clear of its edges (room for the augmenter's
+  time shift). Its own surrounding audio fills the rest of the window, zeros
+  beyond the clip's ends. Other clips (sentences, noise) are cropped at a
+  random offset. Evaluation windows are centred (:func:`features.audio.center_in_window`),
+  as in export and evaluation, and never augmented.
+- **Fresh augmentation every epoch**, reproducible: epoch ``e`` of a run with
+  seed ``s`` draws from ``numpy.random.default_rng([s, e])`` only, so the same
+  run gives the same windows whether or not the next epoch is prepared in a
+  background thread.
+- **Audio cached in memory**: datasets are small (2,000 one-second clips is
+  about 100 MB as float32) and decoding dominates otherwise.
+- **Features by the runtime's own code**: ``features.mfcc.Mfcc`` (numpy), the
+  implementation the listener uses.
+
+Labels: index 0 is ``negative`` (``negative`` and ``noise`` rows), then the
+keywords in sorted order.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import torch
+
+from collect.manifest import NEGATIVE, NOISE, ClipRow
+from features.audio import center_in_window, load_audio
+from features.augment import AugmentConfig, Augmenter
+from features.config import FeatureConfig
+from features.errors import AudioError, ManifestError
+from features.mfcc import Mfcc
+
+log = logging.getLogger("kws")
+
+MFCC_CHUNK = 256  # windows per MFCC call: bounds the (chunk, frames, n_fft) frame buffer to ~50 MB
+SPAN_FRAME_S = 0.010  # frame length used to find the spoken part of a clip
+SPAN_FLOOR_DB = -35.0  # frames this far below the loudest frame are silence
+
+
+def window_geometry(cfg: FeatureConfig, window_s: float) -> tuple[int, int]:
+    """``(window_samples, window_frames)``: whole frames that fit in ``window_s`` seconds, and their samples.
+
+    >>> window_geometry(FeatureConfig(), 1.0)
+    (15872, 97)
+    """
+    frames = cfg.n_frames(int(window_s * cfg.sample_rate))
+    return cfg.samples_for_frames(frames), frames
+
+
+def label_names(rows: Sequence[ClipRow]) -> list[str]:
+    """``["negative", keyword, ...]``: the model's output classes, keywords sorted."""
+    return [NEGATIVE] + sorted({r.label for r in rows} - {NEGATIVE, NOISE})
+
+
+def label_index(label: str, labels: Sequence[str]) -> int:
+    """Class index of a row label (``noise`` counts as negative)."""
+    return 0 if label in (NEGATIVE, NOISE) else labels.index(label)
+
+
+def data_digest(rows: Sequence[ClipRow]) -> str:
+    """sha256 over the sorted ``(path, sha256, label)`` of the rows used: identifies the training data exactly."""
+    h = hashlib.sha256()
+    for path, sha, label in sorted((r.path, r.sha256, r.label) for r in rows):
+        h.update(f"{path}\t{sha}\t{label}\n".encode("utf-8"))
+    return h.hexdigest()
+
+
+@dataclass(frozen=True)
+class Clip:
+    """A decoded clip with its class and the part of it that is speech (sample indices)."""
+
+    row: ClipRow
+    audio: np.ndarray
+    label: int
+    span: tuple[int, int]
+
+
+def active_span(audio: np.ndarray, sample_rate: int) -> tuple[int, int]:
+    """``(start, end)`` samples of the non-silent part: 10 ms frames within 35 dB of the loudest one."""
+    hop = max(1, int(SPAN_FRAME_S * sample_rate))
+    n = len(audio) // hop
+    if n == 0:
+        return 0, len(audio)
+    rms = np.sqrt(np.mean(audio[: n * hop].reshape(n, hop).astype(np.float64) ** 2, axis=1))
+    loud = np.flatnonzero(rms >= rms.max() * 10 ** (SPAN_FLOOR_DB / 20))
+    if len(loud) == 0:
+        return 0, len(audio)
+    return int(loud[0] * hop), int(min(len(audio), (loud[-1] + 1) * hop))
+
+
+def load_clips(dataset: str | Path, rows: Sequence[ClipRow], sample_rate: int) -> tuple[list[Clip], list[str], list[str]]:
+    """Decode every row's file: ``(clips, labels, skipped)``.
+
+    Rows whose file is missing or unusable are returned in ``skipped`` (one
+    reason each, naming the file) rather than raised, so one bad file never
+    stops a run. ``labels`` come from the usable rows only, so a keyword
+    whose every file is gone does not become a class without examples.
+    """
+    dataset = Path(dataset)
+    loaded, skipped = [], []
+    for row in rows:
+        try:
+            loaded.append((row, load_audio(dataset / row.path, sample_rate, allow_silence=row.label == NOISE)))
+        except AudioError as exc:
+            skipped.append(str(exc))
+    labels = label_names([row for row, _ in loaded])
+    clips = [Clip(row, audio, label_index(row.label, labels), active_span(audio, sample_rate)) for row, audio in loaded]
+    return clips, labels, skipped
+
+
+def crop(audio: np.ndarray, start: int, n: int) -> np.ndarray:
+    """``audio[start:start+n]`` where ``start`` may be negative or run past the end; zeros outside the clip."""
+    out = np.zeros(n, np.float32)
+    lo, hi = max(start, 0), min(start + n, len(audio))
+    if hi > lo:
+        out[lo - start : hi - start] = audio[lo:hi]
+    return out
+
+
+def training_window(clip: Clip, n: int, margin: int, rng: np.random.Generator) -> np.ndarray:
+    """A window of ``n`` samples at a random position (see the module docstring)."""
+    if clip.label > 0:  # a keyword: its spoken part goes fully inside, anywhere with `margin` to spare
+        s, e = clip.span
+        room = n - (e - s) - 2 * margin
+        if room < 0:  # too long for the window: keep its middle
+            return crop(clip.audio, s + (e - s - n) // 2, n)
+        offset = margin + int(rng.integers(room + 1))
+        return crop(clip.audio, s - offset, n)
+    extra = len(clip.audio) - n  # anything else: a random crop, or the clip at a random place in the window
+    start = int(rng.integers(min(0, extra), max(0, extra) + 1))
+    return crop(clip.audio, start, n)
+
+
+class WindowMaker:
+    """Turns decoded clips into MFCC tensors: augmented training epochs and fixed evaluation sets."""
+
+    def __init__(self, cfg: FeatureConfig, window_s: float, augment: AugmentConfig, seed: int,
+                 noise_clips: Sequence[np.ndarray] = ()):
+        self.cfg = cfg
+        self.window_samples, self.window_frames = window_geometry(cfg, window_s)
+        self.augment = augment
+        self.seed = seed
+        self.noise_clips = list(noise_clips)
+        self.margin = min(int(augment.max_shift_s * cfg.sample_rate), self.window_samples // 4) if augment.p_shift > 0 else 0
+        self.mfcc = Mfcc(cfg)
+
+    def features(self, windows: np.ndarray) -> torch.Tensor:
+        """``(n, window_samples)`` audio to a ``(n, window_frames, n_mfcc)`` float32 tensor."""
+        out = np.empty((len(windows), self.window_frames, self.cfg.n_mfcc), np.float32)
+        for i in range(0, len(windows), MFCC_CHUNK):
+            out[i : i + MFCC_CHUNK] = self.mfcc(windows[i : i + MFCC_CHUNK])
+        return torch.from_numpy(out)
+
+    def training_epoch(self, clips: Sequence[Clip], epoch: int, n_windows: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+        """Features and labels of one epoch, freshly placed and augmented (deterministic in ``(seed, epoch)``).
+
+        Every clip once, or, if ``n_windows`` is larger, every clip as often
+        as fits and a random selection for the rest: a small dataset then
+        still gives enough optimiser steps per epoch, each repeat differently
+        augmented.
+        """
+        rng = np.random.default_rng([self.seed, epoch])
+        full, rest = divmod(max(n_windows, len(clips)), len(clips))
+        picked = [clips[i] for i in np.concatenate([np.tile(np.arange(len(clips)), full), rng.permutation(len(clips))[:rest]])]
+        augmenter = Augmenter(self.augment, seed=rng, noise_clips=self.noise_clips, sample_rate=self.cfg.sample_rate)
+        windows = np.stack([augmenter(training_window(self._perturbed(c, augmenter), self.window_samples, self.margin, rng))
+                            for c in picked])
+        return self.features(windows), labels_tensor(picked)
+
+    def _perturbed(self, clip: Clip, augmenter: Augmenter) -> Clip:
+        """The clip after the augmenter's speed change, with its spoken part found again."""
+        audio = augmenter.perturb_speed(clip.audio)
+        if audio is clip.audio:
+            return clip
+        return Clip(clip.row, audio, clip.label, active_span(audio, self.cfg.sample_rate))
+
+    def eval_set(self, clips: Sequence[Clip]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Features and labels of every clip, centred in the window, not augmented."""
+        if not clips:
+            return torch.zeros(0, self.window_frames, self.cfg.n_mfcc), torch.zeros(0, dtype=torch.long)
+        windows = np.stack([center_in_window(c.audio, self.window_samples) for c in clips])
+        return self.features(windows), labels_tensor(clips)
+
+
+def labels_tensor(clips: Sequence[Clip]) -> torch.Tensor:
+    return torch.tensor([c.label for c in clips], dtype=torch.long)
+
+
+def check_classes(clips: Sequence[Clip], labels: Sequence[str], dataset: str | Path) -> None:
+    """Refuse to train without both keyword clips and negatives (``ManifestError`` saying which are missing)."""
+    present = {c.label for c in clips}
+    if len(labels) < 2 or not present - {0}:
+        raise ManifestError(f"{dataset}: no usable keyword clips (every label is '{NEGATIVE}' or '{NOISE}'); "
+                            "record or synthesise the wake word first")
+    if 0 not in present:
+        raise ManifestError(f"{dataset}: no usable negative clips ('{NEGATIVE}' speech or '{NOISE}'); "
+                            "a detector needs examples of what is not the keyword")

@@ -1,0 +1,341 @@
+"""The training loop: a dataset folder and a ``TrainConfig`` in, a self-describing run folder out.
+
+``train()`` writes into ``out_dir``:
+
+- ``config.json``: the training config, the feature config, the seed, the
+  window geometry, labels and library versions: enough to repeat the run;
+- ``data.json``: the data digest (sha256 over the sorted ``(path, sha256,
+  label)`` of the rows used), clip counts per split, accent and label, the
+  speakers of each split, and every row or manifest line that was skipped;
+- ``metrics.jsonl``: one JSON line per epoch (train loss, validation metrics,
+  learning rate, seconds), appended as the run goes, so a cut-off run is still
+  readable;
+- ``best.pt``: the checkpoint of the best epoch (``train.checkpoint``), saved
+  whenever validation improves, so there is always a usable model;
+- ``curve.png``: train and validation loss, validation accuracy and keyword
+  recall per epoch;
+- ``summary.json``: best epoch, its validation metrics (with a per-accent
+  breakdown) and the test-split metrics of the best model.
+
+Choices, and why:
+
+- Class balance: keywords are usually the minority; ``class_balance="loss"``
+  weights cross-entropy by inverse class frequency (default), ``"sampler"``
+  draws training clips with inverse-frequency probabilities instead.
+- AdamW with a one-cycle learning-rate schedule: converges in few epochs,
+  which is what a 3-minute budget on two cores needs.
+- Early stopping on ``config.monitor`` (validation loss by default; see
+  ``TrainConfig``) with ``patience`` epochs; the best epoch's weights are kept.
+- Validation metrics include keyword recall at a fixed false-accept rate
+  (``far_target`` of the validation negatives), the figure a wake word is
+  judged by, besides accuracy and F1 at argmax.
+- The next epoch's augmented windows are prepared in a background thread
+  while the current one trains (numpy and PyTorch both release the GIL); each
+  epoch's randomness comes only from ``(seed, epoch)``, so this changes timing,
+  never results.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import platform
+import time
+from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from collect.manifest import NOISE, ClipRow, read_dataset
+from features.errors import ConfigError, ManifestError
+from train.checkpoint import save_checkpoint
+from train.config import TrainConfig
+from train.dataset import Clip, WindowMaker, check_classes, data_digest, load_clips
+from train.metrics import classification_metrics, per_accent
+from train.models import build_model, count_parameters
+from train.splits import SPLITS, assign_splits, speakers_by_split
+
+log = logging.getLogger("kws")
+
+LOSS_MIN_DELTA = 1e-4  # an improvement of val_loss smaller than this does not reset patience
+EVAL_BATCH = 512
+
+
+@dataclass
+class RunResult:
+    """Where a run went and how it did."""
+
+    run_dir: Path
+    checkpoint: Path  # best.pt
+    best_epoch: int  # 1-based
+    val_metrics: dict  # of the best epoch, with "per_accent"
+    test_metrics: dict  # of the best model on the test speakers ({} if there are none)
+    epochs_run: int
+    seconds: float
+    labels: list[str]
+    data_digest: str
+    history: list[dict] = field(default_factory=list)  # the metrics.jsonl lines
+
+
+def train(dataset_dir: str | Path, config: TrainConfig, out_dir: str | Path, progress: bool = True) -> RunResult:
+    """Train a classifier on ``dataset_dir`` with ``config``; write the run folder ``out_dir`` (see module doc)."""
+    start_time = time.perf_counter()
+    dataset_dir = Path(dataset_dir).resolve()
+    out_dir = Path(out_dir)
+    fcfg = config.feature_config()
+
+    rows, bad_lines = read_dataset(dataset_dir)
+    if bad_lines:
+        log.warning("skipping %d unreadable manifest line(s):\n  %s", len(bad_lines), "\n  ".join(map(str, bad_lines)))
+    if not rows:
+        raise ManifestError(f"{dataset_dir}: no clips found in any */manifest.jsonl")
+    rows = _unique_by_path(rows)
+    clips, labels, skipped = load_clips(dataset_dir, rows, fcfg.sample_rate)
+    if skipped:
+        log.warning("skipping %d clip(s) whose audio cannot be used:\n  %s", len(skipped), "\n  ".join(skipped))
+    check_classes(clips, labels, dataset_dir)
+    used_rows = [c.row for c in clips]
+    assignment = assign_splits(used_rows, config.seed, config.val_fraction, config.test_fraction)
+    split_clips = {name: [c for c in clips if assignment[c.row.speaker] == name] for name in SPLITS}
+    _check_splits(split_clips, labels, dataset_dir)
+    digest = data_digest(used_rows)
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    for stale in ("metrics.jsonl", "summary.json"):
+        (out_dir / stale).unlink(missing_ok=True)
+    maker = WindowMaker(fcfg, config.window_s, config.augment, config.seed,
+                        noise_clips=[c.audio for c in split_clips["train"] if c.row.label == NOISE])
+    model_args = {"n_mfcc": fcfg.n_mfcc, "n_labels": len(labels), **config.model_args}
+    splits = speakers_by_split(assignment)
+    _write_json(out_dir / "config.json", _run_config(config, fcfg, maker, labels, model_args, dataset_dir))
+    _write_json(out_dir / "data.json", _data_report(dataset_dir, digest, labels, split_clips, splits, skipped, bad_lines))
+
+    previous_threads = torch.get_num_threads()
+    torch.set_num_threads(default_threads(config.num_threads))
+    try:
+        return _fit(config, maker, split_clips, labels, model_args, splits, digest, dataset_dir, out_dir, progress, start_time)
+    finally:
+        torch.set_num_threads(previous_threads)
+
+
+def default_threads(requested: int = 0) -> int:
+    """PyTorch threads: ``requested``, else one core fewer than the machine has (at most 4).
+
+    The spare core prepares the next epoch's windows (augmentation and MFCC,
+    which on two cores costs about as much as the training step); giving
+    PyTorch every core instead makes its spinning threads and the preparing
+    thread take turns on the same cores.
+    """
+    if requested:
+        return requested
+    return max(1, min((os.cpu_count() or 1) - 1, 4))
+
+
+def _fit(config, maker, split_clips, labels, model_args, splits, digest, dataset_dir, out_dir, progress, start_time) -> RunResult:
+    from tqdm import tqdm
+
+    torch.manual_seed(config.seed)
+    model = build_model(config.model, **model_args)
+    train_clips = split_clips["train"]
+    y_train = np.array([c.label for c in train_clips])
+    counts = np.bincount(y_train, minlength=len(labels)).astype(np.float64)
+    inverse = len(y_train) / (len(labels) * np.maximum(counts, 1))
+    class_weight = torch.tensor(inverse, dtype=torch.float32) if config.class_balance == "loss" else None
+    n_windows = max(len(train_clips), config.windows_per_epoch)
+    steps_per_epoch = max(1, n_windows // config.batch_size)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=config.lr, total_steps=config.epochs * steps_per_epoch, pct_start=0.2)
+    x_val, y_val = maker.eval_set(split_clips["val"])
+    log.info("training %s (%d parameters) on %d clips, validating on %d (%d + %d + %d speakers)",
+             config.model, count_parameters(model), len(train_clips), len(y_val), *(len(splits[s]) for s in SPLITS))
+
+    history: list[dict] = []
+    best = {"score": None, "epoch": 0, "metrics": {}, "state": None}
+    checkpoint = out_dir / "best.pt"
+    sign = 1.0 if config.monitor == "val_loss" else -1.0  # minimise sign * metric
+    pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="kws-windows")
+    future = pool.submit(maker.training_epoch, train_clips, 0, n_windows)
+    bar = tqdm(range(config.epochs), desc="training", unit="epoch", disable=not progress, dynamic_ncols=True)
+    try:
+        for epoch in bar:
+            t0 = time.perf_counter()
+            x_train, y_epoch = future.result()
+            if epoch + 1 < config.epochs:
+                future = pool.submit(maker.training_epoch, train_clips, epoch + 1, n_windows)
+            order_rng = np.random.default_rng([config.seed, epoch, 1])
+            if config.class_balance == "sampler":
+                p = inverse[y_epoch.numpy()]
+                order = order_rng.choice(len(y_epoch), size=len(y_epoch), replace=True, p=p / p.sum())
+            else:
+                order = order_rng.permutation(len(y_epoch))
+            train_loss, train_acc = _train_epoch(model, optimizer, schedule, x_train, y_epoch, order, config.batch_size,
+                                                 steps_per_epoch, class_weight)
+            logits = _predict(model, x_val)
+            val = classification_metrics(logits, y_val, labels, config.far_target)
+            row = {"epoch": epoch + 1, "train_loss": train_loss, "train_acc": train_acc,
+                   **{f"val_{k}": v for k, v in val.items() if not isinstance(v, dict)},
+                   "lr": schedule.get_last_lr()[0], "seconds": round(time.perf_counter() - t0, 3)}
+            history.append(row)
+            with open(out_dir / "metrics.jsonl", "a", encoding="utf-8") as f:
+                f.write(json.dumps(row) + "\n")
+            score = sign * row[config.monitor]
+            improved = best["score"] is None or score < best["score"] - (LOSS_MIN_DELTA if config.monitor == "val_loss" else 0.0)
+            if improved:
+                val["per_accent"] = per_accent(logits, y_val, [c.row.accent for c in split_clips["val"]], labels)
+                best = {"score": score, "epoch": epoch + 1, "metrics": val,
+                        "state": {k: v.detach().clone() for k, v in model.state_dict().items()}}
+                save_checkpoint(
+                    checkpoint, model, model_name=config.model, model_args=model_args, labels=labels,
+                    feature_config=maker.cfg, window_samples=maker.window_samples, window_frames=maker.window_frames,
+                    train_config=config.to_dict(), data_digest=digest, dataset=dataset_dir, seed=config.seed,
+                    epoch=epoch + 1, val_metrics=val, splits=splits,
+                )
+            bar.set_postfix(loss=f"{train_loss:.3f}", val_loss=f"{val['loss']:.3f}", val_acc=f"{val['accuracy']:.3f}",
+                            recall=f"{val['recall_at_far']:.3f}", best=best["epoch"])
+            if config.patience and epoch + 1 - best["epoch"] >= config.patience:
+                log.info("early stop after epoch %d: %s has not improved for %d epochs (best: epoch %d)",
+                         epoch + 1, config.monitor, config.patience, best["epoch"])
+                break
+    finally:
+        bar.close()
+        future.cancel()
+        pool.shutdown(wait=True)
+        if history:
+            plot_curve(history, out_dir / "curve.png")
+
+    model.load_state_dict(best["state"])
+    test = {}
+    if split_clips["test"]:
+        x_test, y_test = maker.eval_set(split_clips["test"])
+        logits = _predict(model, x_test)
+        test = classification_metrics(logits, y_test, labels, config.far_target)
+        test["per_accent"] = per_accent(logits, y_test, [c.row.accent for c in split_clips["test"]], labels)
+    seconds = time.perf_counter() - start_time
+    result = RunResult(run_dir=out_dir, checkpoint=checkpoint, best_epoch=best["epoch"], val_metrics=best["metrics"],
+                       test_metrics=test, epochs_run=len(history), seconds=round(seconds, 2), labels=list(labels),
+                       data_digest=digest, history=history)
+    _write_json(out_dir / "summary.json", {
+        "best_epoch": result.best_epoch, "epochs_run": result.epochs_run, "monitor": config.monitor,
+        "seconds": result.seconds, "val_metrics": result.val_metrics, "test_metrics": test, "checkpoint": str(checkpoint),
+    })
+    return result
+
+
+def _train_epoch(model, optimizer, schedule, x, y, order, batch_size, steps, class_weight) -> tuple[float, float]:
+    """One pass in ``steps`` full batches (a last batch of one sample would break batch norm); mean loss and accuracy."""
+    model.train()
+    total_loss, correct, seen = 0.0, 0, 0
+    for step in range(steps):
+        idx = torch.from_numpy(order[step * batch_size : (step + 1) * batch_size])
+        if step == steps - 1:
+            idx = torch.from_numpy(order[step * batch_size :])  # the remainder joins the last batch
+        xb, yb = x[idx], y[idx]
+        logits = model(xb)
+        loss = F.cross_entropy(logits, yb, weight=class_weight)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        schedule.step()
+        total_loss += loss.item() * len(yb)
+        correct += int((logits.argmax(1) == yb).sum())
+        seen += len(yb)
+    return round(total_loss / seen, 5), round(correct / seen, 5)
+
+
+@torch.no_grad()
+def _predict(model: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
+    model.eval()
+    if len(x) == 0:
+        return torch.zeros(0, model.head.out_features if hasattr(model, "head") else 1)
+    return torch.cat([model(x[i : i + EVAL_BATCH]) for i in range(0, len(x), EVAL_BATCH)])
+
+
+def _unique_by_path(rows: list[ClipRow]) -> list[ClipRow]:
+    """One row per clip path: a session folder copied twice must not double its weight (or leak across splits)."""
+    seen, out = set(), []
+    for row in rows:
+        if row.path not in seen:
+            seen.add(row.path)
+            out.append(row)
+    if len(out) < len(rows):
+        log.warning("ignoring %d duplicate manifest row(s) (same clip path listed twice)", len(rows) - len(out))
+    return out
+
+
+def _check_splits(split_clips: dict[str, list[Clip]], labels: list[str], dataset: Path) -> None:
+    """Training needs keywords and negatives; early stopping needs validation speakers."""
+    train_labels = {c.label for c in split_clips["train"]}
+    if not train_labels - {0} or 0 not in train_labels:
+        raise ManifestError(f"{dataset}: the training speakers have no {'keyword' if 0 in train_labels else 'negative'} "
+                            "clips; add speakers who recorded both")
+    if not split_clips["val"]:
+        n = len({c.row.speaker for c in split_clips["train"] if c.row.label != NOISE})
+        raise ConfigError(f"{dataset}: no validation speakers ({n} speaker(s) in all); "
+                          "speaker-disjoint validation needs at least 3 speakers")
+    if not any(c.label > 0 for c in split_clips["val"]):
+        log.warning("the validation speakers have no keyword clips: keyword recall cannot be measured")
+
+
+def _run_config(config: TrainConfig, fcfg, maker: WindowMaker, labels, model_args, dataset_dir: Path) -> dict:
+    import audiomentations
+
+    return {
+        "train": config.to_dict(), "features": fcfg.to_dict(), "seed": config.seed, "labels": labels,
+        "window_samples": maker.window_samples, "window_frames": maker.window_frames, "model_args": model_args,
+        "dataset": str(dataset_dir),
+        "versions": {"python": platform.python_version(), "torch": torch.__version__, "numpy": np.__version__,
+                     "audiomentations": audiomentations.__version__},
+    }
+
+
+def _data_report(dataset_dir, digest, labels, split_clips, splits, skipped, bad_lines) -> dict:
+    by_split = {name: dict(sorted(Counter(c.row.label for c in cl).items())) for name, cl in split_clips.items()}
+    by_accent: dict = {}
+    for name, cl in split_clips.items():
+        for c in cl:
+            per = by_accent.setdefault(c.row.accent, {}).setdefault(name, {})
+            per[c.row.label] = per.get(c.row.label, 0) + 1
+    return {
+        "dataset": str(dataset_dir), "digest": digest, "labels": labels,
+        "n_clips": sum(len(cl) for cl in split_clips.values()),
+        "counts": {"by_split": by_split, "by_accent": dict(sorted(by_accent.items()))},
+        "splits": splits, "skipped": skipped, "bad_manifest_lines": [str(b) for b in bad_lines],
+    }
+
+
+def plot_curve(history: list[dict], path: Path) -> Path:
+    """Train/validation loss and validation accuracy/recall per epoch, as a PNG (matplotlib Agg: no display needed)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    epochs = [h["epoch"] for h in history]
+    fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(10, 4))
+    ax_loss.plot(epochs, [h["train_loss"] for h in history], label="train (augmented, weighted)")
+    ax_loss.plot(epochs, [h["val_loss"] for h in history], label="validation")
+    ax_loss.set(xlabel="epoch", ylabel="cross-entropy", title="loss")
+    ax_loss.legend()
+    ax_acc.plot(epochs, [h["val_accuracy"] for h in history], label="validation accuracy")
+    ax_acc.plot(epochs, [h["val_recall_at_far"] for h in history], label="keyword recall at target FAR")
+    ax_acc.set(xlabel="epoch", ylim=(0, 1.02), title="validation")
+    ax_acc.legend(loc="lower right")
+    for ax in (ax_loss, ax_acc):
+        ax.grid(alpha=0.3)
+    fig.tight_layout()
+    tmp = path.with_suffix(".tmp.png")
+    fig.savefig(tmp, dpi=100)
+    plt.close(fig)
+    tmp.replace(path)
+    return path
+
+
+def _write_json(path: Path, data: dict) -> None:
+    tmp = path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(data, indent=2, sort_keys=True, default=str) + "\n", encoding="utf-8")
+    tmp.replace(path)
