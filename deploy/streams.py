@@ -87,7 +87,11 @@ def make_noise(kind: str | np.ndarray, n: int, rng: np.random.Generator) -> np.n
     if isinstance(kind, str):
         if kind not in NOISE_EXPONENTS:
             raise ConfigError(f"unknown noise colour {kind!r}; choose one of {', '.join(NOISE_EXPONENTS)}")
-        return coloured_noise(n, rng, NOISE_EXPONENTS[kind])
+        # An FFT of a length with large prime factors can take minutes; one of a 2-3-5-smooth length, cut, takes a second.
+        from scipy.fft import next_fast_len
+
+        bed = coloured_noise(next_fast_len(max(n, 1), real=True), rng, NOISE_EXPONENTS[kind])[:n]
+        return (bed / (np.std(bed) + 1e-12)).astype(np.float32)
     signal = np.asarray(kind, dtype=np.float32).reshape(-1)
     rms = float(np.sqrt(np.mean(np.square(signal, dtype=np.float64)))) if len(signal) else 0.0
     if rms == 0.0:

@@ -78,6 +78,7 @@ def write_wav(path: str | Path, audio: np.ndarray, sample_rate: int = SAMPLE_RAT
     audio = np.clip(np.asarray(audio, dtype=np.float32).reshape(-1), -1.0, 1.0)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix="." + path.stem, suffix=".tmp")
     try:
+        os.fchmod(fd, 0o666 & ~_umask())  # mkstemp makes 0600; a clip is an ordinary file
         with os.fdopen(fd, "wb") as f:
             sf.write(f, audio, sample_rate, subtype="PCM_16", format="WAV")
             f.flush()
@@ -103,6 +104,12 @@ def center_in_window(audio: np.ndarray, n: int) -> np.ndarray:
     start = (n - len(audio)) // 2
     out[start : start + len(audio)] = audio
     return out
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 def sha256_file(path: str | Path) -> str:

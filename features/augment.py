@@ -21,7 +21,11 @@ Then on the window (:meth:`Augmenter.__call__`):
    (``audiomentations.AddColorNoise``; its spectral slope is drawn between
    brown, -6 dB/octave, and white, 0 dB/octave, so pink and everything between
    occur too);
-4. mixed with one of the dataset's own ``noise`` clips at a random SNR, when
+4. given a faint white noise floor (``audiomentations.AddGaussianNoise``, an
+   absolute level): synthetic clips are padded with digital zeros, which no
+   microphone ever delivers, and the model must not learn that silence is
+   exactly zero;
+5. mixed with one of the dataset's own ``noise`` clips at a random SNR, when
    the dataset has some. ``audiomentations.AddBackgroundNoise`` only takes
    files and re-reads one on every call (0.43 removed its cache), so this one
    step is done here on the in-memory clips, with audiomentations' own RMS/SNR
@@ -69,6 +73,9 @@ class AugmentConfig:
     p_color_noise: float = 0.7  # chance of generated white..brown noise
     min_snr_db: float = 5.0  # SNR of generated noise, dB
     max_snr_db: float = 30.0
+    p_floor: float = 1.0  # chance of a faint white noise floor (absolute level, not relative to the signal)
+    min_floor_db: float = -80.0  # RMS of the noise floor, dB re full scale
+    max_floor_db: float = -55.0
     p_background: float = 0.5  # chance of mixing in a dataset noise clip (if there are any)
     min_background_snr_db: float = 0.0  # SNR of dataset noise clips, dB
     max_background_snr_db: float = 20.0
@@ -84,7 +91,9 @@ class AugmentConfig:
             raise ConfigError(f"augment.max_shift_s must be in [0, 1) seconds, got {self.max_shift_s}")
         if not 0.5 <= self.min_speed <= self.max_speed <= 2.0:
             raise ConfigError(f"augment speed factors need 0.5 <= min_speed <= max_speed <= 2, got {self.min_speed}..{self.max_speed}")
-        for lo, hi in (("min_gain_db", "max_gain_db"), ("min_snr_db", "max_snr_db"),
+        if self.max_floor_db > 0:
+            raise ConfigError(f"augment.max_floor_db must be at most 0 dB re full scale, got {self.max_floor_db}")
+        for lo, hi in (("min_gain_db", "max_gain_db"), ("min_snr_db", "max_snr_db"), ("min_floor_db", "max_floor_db"),
                        ("min_background_snr_db", "max_background_snr_db")):
             if getattr(self, lo) > getattr(self, hi):
                 raise ConfigError(f"augment.{lo} ({getattr(self, lo)}) is above augment.{hi} ({getattr(self, hi)})")
@@ -106,7 +115,7 @@ class AugmentConfig:
     @classmethod
     def off(cls) -> "AugmentConfig":
         """No augmentation at all (every probability 0)."""
-        return cls(p_speed=0.0, p_shift=0.0, p_gain=0.0, p_color_noise=0.0, p_background=0.0)
+        return cls(p_speed=0.0, p_shift=0.0, p_gain=0.0, p_color_noise=0.0, p_floor=0.0, p_background=0.0)
 
 
 @contextlib.contextmanager
@@ -140,7 +149,7 @@ class Augmenter:
         noise_clips: Sequence[np.ndarray] = (),
         sample_rate: int = SAMPLE_RATE,
     ):
-        from audiomentations import AddColorNoise, Compose, Gain, Shift
+        from audiomentations import AddColorNoise, AddGaussianNoise, Compose, Gain, Shift
 
         self.config = config
         self.sample_rate = sample_rate
@@ -153,6 +162,7 @@ class Augmenter:
             Gain(min_gain_db=c.min_gain_db, max_gain_db=c.max_gain_db, p=c.p_gain),
             AddColorNoise(min_snr_db=c.min_snr_db, max_snr_db=c.max_snr_db, min_f_decay=BROWN_DB_PER_OCTAVE,
                           max_f_decay=WHITE_DB_PER_OCTAVE, p=c.p_color_noise),
+            AddGaussianNoise(min_amplitude=10 ** (c.min_floor_db / 20), max_amplitude=10 ** (c.max_floor_db / 20), p=c.p_floor),
         ])
 
     def __call__(self, audio: np.ndarray) -> np.ndarray:

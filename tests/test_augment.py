@@ -156,3 +156,9 @@ def test_config_errors_name_the_setting():
     with pytest.raises(ConfigError, match="augment.max_shift_s"):
         AugmentConfig(max_shift_s="0.1")
     assert AugmentConfig.from_dict(AugmentConfig().to_dict()) == AugmentConfig()
+
+
+def test_noise_floor_has_the_drawn_absolute_level():
+    silence = np.zeros(SR, np.float32)
+    y = Augmenter(with_(p_floor=1.0, min_floor_db=-60.0, max_floor_db=-60.0), seed=0)(silence)
+    assert abs(20 * np.log10(np.sqrt(np.mean(y.astype(np.float64) ** 2))) + 60.0) < 0.2

@@ -68,11 +68,21 @@ def test_scores_csv_has_one_row_per_hop_and_replays_the_detections(keyword_model
     np.testing.assert_allclose(times[fired], printed, atol=1e-3)
 
 
-def test_threshold_option_overrides_the_model(keyword_model, keyword_file):
+def test_threshold_option_overrides_the_model(keyword_model, keyword_file, tmp_path):
     path, _, _ = keyword_file
-    out = run_kws("detect", keyword_model, path, "--threshold", "1.0")
-    assert out.returncode == 0, out.stderr
-    assert "\tcomputer\t" not in out.stdout and "no detection" in out.stdout
+    info = KwsModel(keyword_model).info
+    for threshold in (0.2, 0.95):
+        out_csv = tmp_path / f"scores-{threshold}.csv"
+        out = run_kws("detect", keyword_model, path, "--threshold", threshold, "--scores", out_csv)
+        assert out.returncode == 0, out.stderr
+        assert f"(threshold {threshold:g})" in out.stderr
+        with open(out_csv) as f:
+            rows = list(csv.reader(f))[1:]
+        times = np.array([float(r[0]) for r in rows])
+        scores = np.array([float(r[1]) for r in rows])
+        fired = fire_indices(smooth(scores, info.smoothing), threshold, round(info.refractory_s / info.hop_s))
+        printed = [float(line.split("\t")[1].rstrip(" s")) for line in out.stdout.splitlines() if "\tcomputer\t" in line]
+        np.testing.assert_allclose(times[fired], printed, atol=1e-3)
 
 
 def test_bad_files_are_reported_one_line_each_and_the_rest_processed(keyword_model, keyword_file, tmp_path):

@@ -106,7 +106,7 @@ def train(dataset_dir: str | Path, config: TrainConfig, out_dir: str | Path, pro
     digest = data_digest(used_rows)
 
     out_dir.mkdir(parents=True, exist_ok=True)
-    for stale in ("metrics.jsonl", "summary.json"):
+    for stale in ("metrics.jsonl", "summary.json", "best.pt", "curve.png"):  # a previous run in the same folder
         (out_dir / stale).unlink(missing_ok=True)
     maker = WindowMaker(fcfg, config.window_s, config.augment, config.seed,
                         noise_clips=[c.audio for c in split_clips["train"] if c.row.label == NOISE])

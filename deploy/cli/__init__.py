@@ -15,9 +15,16 @@ from deploy.cli.app import app
 
 # Each import registers its subcommand(s) on ``app``.
 from deploy.cli import (  # noqa: F401,E402
+    record,
     synth,
     data,
+    train,
     export,
+    evaluate,
+    detect,
+    listen,
+    devices,
+    bench,
     demo,
 )
 

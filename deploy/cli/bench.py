@@ -12,7 +12,7 @@ from deploy.cli.app import app
 def bench(
     model: Path = typer.Argument(..., help="Exported model (.onnx) to measure."),
     audio: Optional[Path] = typer.Argument(
-        None, help="16 kHz WAV to listen to (keyword times from a .json beside it) [default: a generated stream; needs the training side]."
+        None, help="16 kHz WAV to listen to (keyword times from a .json beside it) (default: a generated stream; needs the training side)."
     ),
     against: Optional[str] = typer.Option(
         None, help="Also measure these engines in the same run, comma-separated: openwakeword,microwakeword (installed once into a separate venv)."
@@ -21,7 +21,7 @@ def bench(
     chunk: int = typer.Option(1600, min=1, help="Samples per chunk, as a microphone delivers them (1600 = 100 ms)."),
     min_audio: float = typer.Option(300.0, min=0.0, help="Play the stream back to back until it lasts this many seconds (steadier CPU figures)."),
     copies: str = typer.Option("1,2,4", help="Numbers of models sharing one MFCC front end to measure, comma-separated."),
-    against_venv: Optional[Path] = typer.Option(None, help="Venv for the --against engines [default: benchmarks/.venv-against]."),
+    against_venv: Optional[Path] = typer.Option(None, help="Venv for the --against engines (default: benchmarks/.venv-against)."),
 ) -> None:
     """Stream audio through the detector as the listener does and report its cost (JSON and Markdown)."""
     from deploy.bench import run_bench

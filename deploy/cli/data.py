@@ -76,7 +76,7 @@ def import_(
     metadata: Optional[Path] = typer.Option(None, "--metadata", help="CSV with columns path (relative to FOLDER), label, speaker, accent [, text, gender, age_band, kind]."),
     speaker: Optional[str] = typer.Option(None, "--speaker", help="Speaker id for clips the CSV does not give one."),
     accent: Optional[str] = typer.Option(None, "--accent", help="Accent for clips the CSV does not give one."),
-    session: Optional[str] = typer.Option(None, "--session", help="Name of the new session [default: import-<folder>-<time>]."),
+    session: Optional[str] = typer.Option(None, "--session", help="Name of the new session (default: import-<folder>-<time>)."),
 ) -> None:
     """Convert clips recorded elsewhere to 16 kHz mono PCM-16 and add them with manifest rows.
 

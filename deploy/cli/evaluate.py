@@ -14,7 +14,7 @@ from deploy.cli.app import app
 def eval_command(
     model: Path = typer.Argument(..., help="Exported model (kws export writes it)."),
     dataset: Path = typer.Argument(..., help="Dataset folder (its */manifest.jsonl list the clips)."),
-    out: Optional[Path] = typer.Option(None, "--out", help="Folder for report.json, report.md and plots [default: eval/ beside the model]."),
+    out: Optional[Path] = typer.Option(None, "--out", help="Folder for report.json, report.md and plots (default: eval/ beside the model)."),
     split: str = typer.Option("test", "--split", help="Speakers to evaluate: the model's 'test' or 'val' speakers, 'train', or 'all' rows (for a dataset the model never saw)."),
     background_minutes: float = typer.Option(20.0, "--background-minutes", min=0.01, help="Minutes of background speech and noise in the stream."),
     snr_db: float = typer.Option(10.0, "--snr-db", help="Level of the stream's noise bed below the keyword speech, dB."),

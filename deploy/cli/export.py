@@ -11,12 +11,12 @@ from deploy.cli.app import app
 @app.command()
 def export(
     checkpoint: Path = typer.Argument(..., help="best.pt of a training run (kws train writes it)."),
-    out: Optional[Path] = typer.Option(None, "--out", "-o", help="ONNX file to write [default: model.onnx beside the checkpoint]."),
+    out: Optional[Path] = typer.Option(None, "--out", "-o", help="ONNX file to write (default: model.onnx beside the checkpoint)."),
     threshold: float = typer.Option(0.5, min=0.0, max=1.0, help="Detection threshold on the smoothed keyword score."),
     smoothing: int = typer.Option(3, min=1, help="Number of hop scores averaged before the threshold."),
     refractory: float = typer.Option(1.0, min=0.0, help="Seconds of silence after a detection."),
     hop_frames: int = typer.Option(8, min=1, help="Feature frames (10 ms each) between two scorings."),
-    check_audio: Optional[list[Path]] = typer.Option(None, help="Clips to compare ONNX and PyTorch on [default: the training dataset's]."),
+    check_audio: Optional[list[Path]] = typer.Option(None, help="Clips to compare ONNX and PyTorch on (default: the training dataset's)."),
     int8: bool = typer.Option(False, "--int8", help="Also write <name>.int8.onnx: static int8 quantisation calibrated on training clips, compared with float on the test split."),
 ) -> None:
     """Export a checkpoint; the export fails if ONNX and PyTorch disagree on real clips."""

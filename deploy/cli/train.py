@@ -14,8 +14,8 @@ DEFAULT_CONFIG = Path(__file__).resolve().parents[2] / "configs" / "default.json
 @app.command()
 def train(
     dataset: Path = typer.Argument(..., help="Dataset folder (its */manifest.jsonl files list the clips)."),
-    config: Optional[Path] = typer.Option(None, "--config", "-c", help="Training config JSON [default: configs/default.json]."),
-    out: Optional[Path] = typer.Option(None, "--out", "-o", help="Run folder [default: runs/<dataset>-<date-time>]."),
+    config: Optional[Path] = typer.Option(None, "--config", "-c", help="Training config JSON (default: configs/default.json)."),
+    out: Optional[Path] = typer.Option(None, "--out", "-o", help="Run folder (default: runs/<dataset>-<date-time>)."),
     seed: Optional[int] = typer.Option(None, help="Override the config's seed (splits, initialisation, augmentation)."),
     epochs: Optional[int] = typer.Option(None, min=1, help="Override the config's maximum number of epochs."),
     progress: bool = typer.Option(True, help="Show a progress bar."),

@@ -1,0 +1,200 @@
+"""Training: a real (tiny) run on espeak-ng speech writes a complete run folder and an exportable model."""
+
+import json
+import logging
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from collect.manifest import NEGATIVE, NOISE, load_rows
+from features.errors import ConfigError, ManifestError
+from train.checkpoint import load_checkpoint
+from train.config import TrainConfig
+from train.dataset import data_digest, window_geometry
+from train.loop import train
+
+REPO = Path(__file__).resolve().parent.parent
+ACCENTS = ["en-US", "en-GB", "en-GB-scotland", "en-x-es", "en-x-de"]
+TINY = REPO / "configs" / "tiny.json"
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory) -> Path:
+    """Five accents, three voices each: 150 clips of keywords, confusables, sentences and noise."""
+    from collect.synth import synthesize_dataset
+
+    root = tmp_path_factory.mktemp("train_ds")
+    synthesize_dataset(root, "computer", accents=ACCENTS, n_voices_per_accent=3, takes_per_voice=4, n_confusables=3,
+                       n_sentences=2, seed=0, progress=False)
+    return root
+
+
+@pytest.fixture(scope="module")
+def run(dataset, tmp_path_factory):
+    return train(dataset, TrainConfig.from_file(TINY), tmp_path_factory.mktemp("run") / "train", progress=False)
+
+
+def quick(**changes) -> TrainConfig:
+    """The tiny config cut to a few seconds: for behaviour, not quality."""
+    return TrainConfig.from_file(TINY).replace(**{"epochs": 1, "windows_per_epoch": 64, **changes})
+
+
+def copy_dataset(dataset: Path, dest: Path, keep=lambda row: True) -> Path:
+    """A copy of the dataset whose manifest keeps only the rows ``keep`` accepts."""
+    shutil.copytree(dataset, dest)
+    manifest = next(dest.glob("*/manifest.jsonl"))
+    lines = [line for line in manifest.read_text().splitlines() if keep(json.loads(line))]
+    manifest.write_text("\n".join(lines) + "\n")
+    return dest
+
+
+def test_run_writes_a_complete_self_describing_folder(run, dataset):
+    d = run.run_dir
+    for name in ("config.json", "data.json", "metrics.jsonl", "best.pt", "curve.png", "summary.json"):
+        assert (d / name).is_file(), name
+    assert (d / "curve.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    config = json.loads((d / "config.json").read_text())
+    assert TrainConfig.from_dict(config["train"]) == TrainConfig.from_file(TINY)
+    assert config["seed"] == 0 and config["labels"] == ["negative", "computer"]
+    assert (config["window_samples"], config["window_frames"]) == window_geometry(TrainConfig().feature_config(), 1.0)
+
+    data = json.loads((d / "data.json").read_text())
+    rows = load_rows(dataset)
+    assert data["digest"] == run.data_digest == data_digest(rows)
+    assert data["n_clips"] == len(rows) == sum(sum(c.values()) for c in data["counts"]["by_split"].values())
+    splits = {k: set(v) for k, v in data["splits"].items()}
+    assert not (splits["train"] & splits["val"] or splits["train"] & splits["test"] or splits["val"] & splits["test"])
+    for accent in ACCENTS:  # three speakers per accent: one in each split
+        assert set(data["counts"]["by_accent"][accent]) == {"train", "val", "test"}
+    assert "noise" in splits["train"]
+
+    history = [json.loads(line) for line in (d / "metrics.jsonl").read_text().splitlines()]
+    assert history == run.history and [h["epoch"] for h in history] == list(range(1, len(history) + 1))
+    assert run.best_epoch == min(history, key=lambda h: h["val_loss"])["epoch"]
+    assert run.val_metrics["per_accent"].keys() == set(ACCENTS)
+    assert run.test_metrics["n"] > 0
+
+
+def test_loss_goes_down(run):
+    train_losses = [h["train_loss"] for h in run.history]
+    val_losses = [h["val_loss"] for h in run.history]
+    assert min(train_losses[-3:]) < 0.5 * train_losses[0]
+    assert min(val_losses) < val_losses[0]
+    assert run.val_metrics["accuracy"] > 0.6
+
+
+def test_checkpoint_loads_exports_and_detects_a_clear_keyword(run, tmp_path):
+    from collect.synth import synthesize
+    from deploy.export import export_model
+    from deploy.modelfile import KwsModel
+    from features.audio import center_in_window
+    from features.mfcc import Mfcc
+
+    model, ckpt = load_checkpoint(run.checkpoint)
+    assert ckpt["labels"] == ["negative", "computer"] and ckpt["epoch"] == run.best_epoch
+    assert ckpt["data_digest"] == run.data_digest and Path(ckpt["dataset"]).is_dir()
+    path = export_model(run.checkpoint, tmp_path / "model.onnx")
+    kws = KwsModel(path)
+    assert kws.info.labels == ("negative", "computer")
+
+    cfg = TrainConfig.from_file(TINY).feature_config()
+    clips = [synthesize("computer", "en-us"), synthesize("computer", "en"), synthesize("the weather is nice today", "en-us")]
+    windows = Mfcc(cfg)(np.stack([center_in_window(c * 0.3 / np.abs(c).max(), ckpt["window_samples"]) for c in clips]))
+    p = kws.predict(windows)[:, 1]
+    assert p[0] > 0.5 and p[1] > 0.5, p
+    assert p[2] < 0.5, p
+
+
+def test_same_seed_same_run(dataset, tmp_path):
+    cfg = quick(epochs=2)
+    a = train(dataset, cfg, tmp_path / "a", progress=False)
+    b = train(dataset, cfg, tmp_path / "b", progress=False)
+    strip = lambda h: [{k: v for k, v in e.items() if k != "seconds"} for e in h]  # noqa: E731
+    assert strip(a.history) == strip(b.history)
+    wa, wb = torch.load(a.checkpoint, weights_only=True), torch.load(b.checkpoint, weights_only=True)
+    assert all(torch.equal(wa["model_state"][k], wb["model_state"][k]) for k in wa["model_state"])
+    c = train(dataset, cfg.replace(seed=1), tmp_path / "c", progress=False)
+    assert strip(c.history) != strip(a.history)
+
+
+def test_missing_and_corrupt_files_are_skipped_with_a_warning(dataset, tmp_path, caplog):
+    ds = copy_dataset(dataset, tmp_path / "ds")
+    rows = load_rows(ds)
+    missing = next(r for r in rows if r.label == "computer")
+    corrupt = next(r for r in rows if r.label == NEGATIVE)
+    (ds / missing.path).unlink()
+    (ds / corrupt.path).write_bytes(b"not a wav file")
+    with open(next(ds.glob("*/manifest.jsonl")), "a") as f:
+        f.write("{broken json\n")
+    with caplog.at_level(logging.WARNING, logger="kws"):
+        result = train(ds, quick(), tmp_path / "run", progress=False)
+    text = caplog.text
+    assert missing.path.split("/")[-1] in text and corrupt.path.split("/")[-1] in text and "manifest line" in text
+    data = json.loads((result.run_dir / "data.json").read_text())
+    assert len(data["skipped"]) == 2 and len(data["bad_manifest_lines"]) == 1
+    assert data["n_clips"] == len(rows) - 2
+
+
+def test_no_keywords_or_no_negatives_is_a_clear_error(dataset, tmp_path):
+    only_negatives = copy_dataset(dataset, tmp_path / "neg", keep=lambda r: r["label"] in (NEGATIVE, NOISE))
+    with pytest.raises(ManifestError, match="no usable keyword clips"):
+        train(only_negatives, quick(), tmp_path / "r1", progress=False)
+    only_keywords = copy_dataset(dataset, tmp_path / "kw", keep=lambda r: r["label"] == "computer")
+    with pytest.raises(ManifestError, match="no usable negative clips"):
+        train(only_keywords, quick(), tmp_path / "r2", progress=False)
+    with pytest.raises(ManifestError, match="not found"):
+        train(tmp_path / "nowhere", quick(), tmp_path / "r3", progress=False)
+
+
+def test_too_few_speakers_for_validation_is_a_clear_error(dataset, tmp_path):
+    two = copy_dataset(dataset, tmp_path / "two", keep=lambda r: r["speaker"] in ("tts-en-US-00", "tts-en-GB-00"))
+    with pytest.raises(ConfigError, match="no validation speakers"):
+        train(two, quick(), tmp_path / "r", progress=False)
+
+
+def test_config_round_trips_and_refuses_bad_input(tmp_path):
+    for name in ("default.json", "tiny.json"):
+        cfg = TrainConfig.from_file(REPO / "configs" / name)
+        assert TrainConfig.from_dict(json.loads(json.dumps(cfg.to_dict()))) == cfg
+    cases = {
+        '{"epoch": 5}': "epoch",
+        '{"lr": -1}': "lr",
+        '{"batch_size": "64"}': "batch_size",
+        '{"class_balance": "oversample"}': "class_balance",
+        '{"model": "resnet"}': "resnet",
+        '{"model_args": {"chanels": 8}}': "model_args.chanels",
+        '{"model_args": {"n_labels": 3}}': "model_args.n_labels",
+        '{"features": {"n_mfcc": 99}}': "features",
+        '{"augment": {"p_gain": 2}}': "augment.p_gain",
+        '{"val_fraction": 0}': "val_fraction",
+        "[1, 2]": "JSON object",
+        "{not json": "not valid JSON",
+    }
+    for text, needle in cases.items():
+        path = tmp_path / "c.json"
+        path.write_text(text)
+        with pytest.raises(ConfigError, match=needle.replace(".", r"\.")) as info:
+            TrainConfig.from_file(path)
+        assert str(path) in str(info.value)
+    with pytest.raises(ConfigError, match="not found"):
+        TrainConfig.from_file(tmp_path / "missing.json")
+
+
+def test_cli_trains_and_reports(dataset, tmp_path):
+    from typer.testing import CliRunner
+
+    from deploy.cli.app import app
+    import deploy.cli.train  # noqa: F401  (registers the command)
+
+    cfg = tmp_path / "quick.json"
+    cfg.write_text(json.dumps(quick().to_dict()))
+    out = tmp_path / "cli_run"
+    result = CliRunner().invoke(app, ["train", str(dataset), "--config", str(cfg), "--out", str(out), "--seed", "3",
+                                      "--epochs", "2", "--no-progress"])
+    assert result.exit_code == 0, result.output
+    assert f"run: {out}" in result.output and "keyword recall" in result.output
+    saved = json.loads((out / "config.json").read_text())["train"]
+    assert saved["seed"] == 3 and saved["epochs"] == 2
