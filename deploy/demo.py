@@ -31,7 +31,7 @@ CONFIGS = Path(__file__).resolve().parent.parent / "configs"
 # How much data each scale synthesises: (voices per accent, keyword takes, confusables, sentences).
 SCALES = {
     "default": dict(n_voices_per_accent=6, takes_per_voice=8, n_confusables=8, n_sentences=6, background_minutes=20.0, config="default.json"),
-    "tiny": dict(n_voices_per_accent=2, takes_per_voice=4, n_confusables=3, n_sentences=2, background_minutes=1.0, config="tiny.json"),
+    "tiny": dict(n_voices_per_accent=3, takes_per_voice=4, n_confusables=3, n_sentences=2, background_minutes=1.0, config="tiny.json"),
 }
 
 
