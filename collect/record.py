@@ -355,34 +355,28 @@ def _read_jsonl(path: Path) -> list[dict]:
     return out
 
 
-def write_json_atomic(path: Path, obj: dict) -> None:
+def write_text_atomic(path: Path, text: str) -> None:
+    """Replace ``path`` by ``text``: a temp file in the same folder, fsync, rename, fsync the folder."""
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}-", suffix=".tmp")
     _default_mode(fd)
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as f:
-            json.dump(obj, f, indent=2, ensure_ascii=False)
-            f.write("\n")
+            f.write(text)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
         _fsync_dir(path.parent)
     finally:
         Path(tmp).unlink(missing_ok=True)
+
+
+def write_json_atomic(path: Path, obj: dict) -> None:
+    write_text_atomic(path, json.dumps(obj, indent=2, ensure_ascii=False) + "\n")
 
 
 def rewrite_jsonl_atomic(path: Path, lines: list[str]) -> None:
-    """Replace a JSON-lines file by ``lines`` (raw text, kept verbatim): temp, fsync, rename."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}-", suffix=".tmp")
-    _default_mode(fd)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.writelines(line if line.endswith("\n") else line + "\n" for line in lines)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-        _fsync_dir(path.parent)
-    finally:
-        Path(tmp).unlink(missing_ok=True)
+    """Replace a JSON-lines file by ``lines`` (raw text, kept verbatim)."""
+    write_text_atomic(path, "".join(line if line.endswith("\n") else line + "\n" for line in lines))
 
 
 # ---------------------------------------------------------------- the session on disk

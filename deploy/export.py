@@ -85,7 +85,8 @@ def export_model(
     checkpoint: str | Path,
     out_path: str | Path | None = None,
     *,
-    threshold: float = 0.5,
+    threshold: float | None = None,
+    target_fa_per_hour: float = 1.0,
     smoothing: int = 3,
     refractory_s: float = 1.0,
     hop_frames: int = 8,
@@ -96,7 +97,9 @@ def export_model(
     """Export a training checkpoint to ``out_path`` (default: ``model.onnx`` beside it) and write its card.
 
     Returns the model path. Raises ``ModelError`` if ONNX Runtime and PyTorch
-    disagree by more than ``tolerance`` on real inputs. With ``int8``, also
+    disagree by more than ``tolerance`` on real inputs. Without a
+    ``threshold``, the operating threshold is chosen for ``target_fa_per_hour``
+    on the validation speakers of the training dataset (``deploy.calibrate``). With ``int8``, also
     writes ``<stem>.int8.onnx`` (``deploy.quantize``), compared with the float
     model on the test speakers' clips, and records the comparison in both
     files' metadata and cards.
@@ -104,8 +107,12 @@ def export_model(
     checkpoint = Path(checkpoint)
     model, ckpt = load_checkpoint(checkpoint)
     out_path = Path(out_path) if out_path else checkpoint.with_name("model.onnx")
-    if not 0.0 < threshold < 1.0:
+    if threshold is not None and not 0.0 < threshold < 1.0:
         raise ModelError(f"threshold must be between 0 and 1, got {threshold}")
+    if threshold is None and not Path(ckpt["dataset"]).is_dir():
+        raise ModelError(
+            f"cannot choose a threshold: the training dataset {ckpt['dataset']} is not here; pass --threshold"
+        )
     if hop_frames < 1 or smoothing < 1 or refractory_s < 0:
         raise ModelError("hop_frames and smoothing must be at least 1, refractory_s not negative")
     window_frames = int(ckpt["window_frames"])
@@ -118,7 +125,7 @@ def export_model(
         "feature_config": json.dumps(ckpt["feature_config"], sort_keys=True),
         "window_frames": str(window_frames),
         "hop_frames": str(hop_frames),
-        "threshold": repr(float(threshold)),
+        "threshold": repr(float(0.5 if threshold is None else threshold)),  # replaced by calibration when None
         "smoothing": str(smoothing),
         "refractory_s": repr(float(refractory_s)),
         "data_digest": ckpt["data_digest"],
@@ -153,6 +160,10 @@ def export_model(
         Path(tmp).unlink(missing_ok=True)
     log.info("export check: ONNX vs PyTorch max |diff| %.2e on %d real windows (tolerance %.0e)", diff, len(windows), tolerance)
     write_model_card(out_path)
+    if threshold is None:
+        from deploy.calibrate import calibrate_threshold
+
+        calibrate_threshold(out_path, ckpt["dataset"], target_fa_per_hour=target_fa_per_hour, seed=int(ckpt["seed"]))
     if int8:
         from deploy.quantize import add_int8
 
@@ -178,3 +189,21 @@ def _write_onnx(model: torch.nn.Module, window_frames: int, n_mfcc: int, metadat
         proto.metadata_props.append(onnx.StringStringEntryProto(key=key, value=value))
     onnx.checker.check_model(proto)
     onnx.save(proto, str(path))
+
+
+def update_metadata(path: str | Path, updates: dict[str, str]) -> None:
+    """Set metadata entries of an exported model in place (atomically: temp file, then rename)."""
+    import onnx
+
+    path = Path(path)
+    proto = onnx.load(str(path))
+    kept = [p for p in proto.metadata_props if p.key not in updates]
+    del proto.metadata_props[:]
+    proto.metadata_props.extend(kept + [onnx.StringStringEntryProto(key=k, value=v) for k, v in updates.items()])
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".meta-", suffix=".onnx")
+    os.close(fd)
+    try:
+        onnx.save(proto, tmp)
+        os.replace(tmp, path)
+    finally:
+        Path(tmp).unlink(missing_ok=True)

@@ -52,6 +52,7 @@ from typing import Iterator, Sequence
 import numpy as np
 
 from features.audio import SAMPLE_RATE
+from features.config import check_keys
 from features.errors import ConfigError
 
 BROWN_DB_PER_OCTAVE = -6.02  # spectral slope of brown (1/f^2) noise
@@ -103,13 +104,7 @@ class AugmentConfig:
 
     @classmethod
     def from_dict(cls, d: dict) -> "AugmentConfig":
-        if not isinstance(d, dict):
-            raise ConfigError(f"augment must be an object of settings, got {type(d).__name__}")
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(d) - known)
-        if unknown:
-            raise ConfigError(f"unknown augment setting(s): {', '.join('augment.' + k for k in unknown)}; "
-                              f"known: {', '.join(sorted(known))}")
+        check_keys(cls, d, "augment")
         return cls(**d)
 
     @classmethod

@@ -75,12 +75,23 @@ class FeatureConfig:
 
     @classmethod
     def from_dict(cls, d: dict) -> "FeatureConfig":
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(d) - known)
-        if unknown:
-            raise ConfigError(f"unknown feature config keys: {', '.join(unknown)}")
+        check_keys(cls, d, "feature config")
         return cls(**d)
 
     def digest(self) -> str:
         """Short sha256 of the config, to tell feature definitions apart at a glance."""
         return hashlib.sha256(self.to_json().encode()).hexdigest()[:12]
+
+
+def check_keys(cls, d: dict, what: str) -> None:
+    """Refuse anything but a dict whose keys are fields of the dataclass ``cls``, naming the culprits.
+
+    Config files are written by hand; a misspelt key silently ignored would
+    train a different model than the user asked for.
+    """
+    if not isinstance(d, dict):
+        raise ConfigError(f"{what} must be a JSON object of settings, got {type(d).__name__}")
+    known = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(d) - known)
+    if unknown:
+        raise ConfigError(f"unknown {what} key(s): {', '.join(unknown)}; known: {', '.join(sorted(known))}")

@@ -171,12 +171,12 @@ def scene(parts: list[tuple[str, object]], peak: float = 0.5):
     return (peak * audio / np.max(np.abs(audio))).astype(np.float32), segments
 
 
-@pytest.fixture(scope="session")
-def pulse_server():
-    """A private PulseAudio server with the null sink ``kws_test``; PortAudio sees it as device ``pulse``.
+@contextmanager
+def private_server():
+    """Start a private PulseAudio server with the null sink ``kws_test``; PortAudio sees it as device ``pulse``.
 
     Skips (with the reason) when the tools are missing or the server cannot
-    start. Sets ``XDG_RUNTIME_DIR`` and ``PULSE_SERVER`` for the session and
+    start. Sets ``XDG_RUNTIME_DIR`` and ``PULSE_SERVER`` while it runs and
     restores them afterwards.
     """
     missing = missing_tools()
@@ -200,3 +200,10 @@ def pulse_server():
             yield server
     finally:
         stop_server(server)
+
+
+@pytest.fixture(scope="session")
+def pulse_server():
+    """One private server for the whole test session (see ``private_server``)."""
+    with private_server() as server:
+        yield server

@@ -43,3 +43,28 @@ def test_disagreement_fails_and_writes_nothing(tiny_run, tmp_path):
 def test_bad_settings_are_refused(tiny_run, tmp_path):
     with pytest.raises(ModelError, match="threshold"):
         export_model(tiny_run.checkpoint, tmp_path / "m.onnx", threshold=1.5)
+
+
+def test_threshold_is_chosen_on_validation_speakers(tiny_run, tmp_path):
+    """Without a threshold, export replays the validation stream and stores the pick in the metadata."""
+    path = export_model(tiny_run.checkpoint, tmp_path / "m.onnx", target_fa_per_hour=2.0)
+    info = KwsModel(path).info
+    cal = info.metadata["calibration"]
+    assert cal["split"] == "val" and cal["target_fa_per_hour"] == 2.0 and cal["n_keywords"] > 0
+    assert info.threshold == cal["threshold"] and 0.0 < info.threshold < 1.0
+    assert cal["met"] == (cal["fa_per_hour"] <= 2.0)
+    assert cal["background_hours"] > 0.2
+
+
+def test_choose_threshold_prefers_low_frr_then_margin():
+    from deploy.calibrate import choose_threshold
+
+    curve = [
+        {"threshold": 0.3, "frr": 0.0, "fa_per_hour": 9.0},
+        {"threshold": 0.6, "frr": 0.1, "fa_per_hour": 0.0},
+        {"threshold": 0.7, "frr": 0.1, "fa_per_hour": 0.0},
+        {"threshold": 0.9, "frr": 0.4, "fa_per_hour": 0.0},
+    ]
+    assert choose_threshold(curve, 1.0)["threshold"] == 0.7
+    assert choose_threshold(curve, 10.0)["threshold"] == 0.3
+    assert choose_threshold([{"threshold": 0.5, "frr": 0, "fa_per_hour": 5.0}, {"threshold": 0.8, "frr": 0.2, "fa_per_hour": 3.0}], 1.0)["threshold"] == 0.8

@@ -90,7 +90,7 @@ def test_export_int8_option(request, tmp_path):
         pytest.skip("no training-run fixture in this conftest")
     from deploy.export import export_model
 
-    path = export_model(run.checkpoint, tmp_path / "m.onnx", int8=True)
+    path = export_model(run.checkpoint, tmp_path / "m.onnx", threshold=0.5, int8=True)
     assert path == tmp_path / "m.onnx"
     assert KwsModel(tmp_path / "m.int8.onnx").info.metadata["quantization"] == "int8"
     assert "int8_eval" in KwsModel(path).info.metadata

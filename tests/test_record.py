@@ -35,7 +35,7 @@ from collect.datacheck import check_dataset
 from collect.manifest import read_dataset
 from collect.record import plan_prompts
 from features.audio import sha256_file, write_wav
-from tests.pulse import missing_tools, start_server, stop_server, using
+from pulse import missing_tools, private_server, start_server, stop_server, using
 
 pytestmark = pytest.mark.audio
 
@@ -46,17 +46,9 @@ COMMON = ["--device", "pulse", "--accent", "en-GB-x-test", "--yes", "--seed", "7
 
 @pytest.fixture(scope="module")
 def pulse():
-    if missing_tools():
-        pytest.skip(f"PulseAudio not installed (missing {', '.join(missing_tools())})")
-    try:
-        server = start_server()
-    except RuntimeError as exc:
-        pytest.skip(f"cannot start a PulseAudio server: {exc}")
-    try:
-        with using(server):
-            yield server
-    finally:
-        stop_server(server)
+    """A server of this module's own (see ``tests.pulse.private_server``)."""
+    with private_server() as server:
+        yield server
 
 
 def say(text, voice="en-us", peak=0.5):

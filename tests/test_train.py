@@ -96,7 +96,7 @@ def test_checkpoint_loads_exports_and_detects_a_clear_keyword(run, tmp_path):
     model, ckpt = load_checkpoint(run.checkpoint)
     assert ckpt["labels"] == ["negative", "computer"] and ckpt["epoch"] == run.best_epoch
     assert ckpt["data_digest"] == run.data_digest and Path(ckpt["dataset"]).is_dir()
-    path = export_model(run.checkpoint, tmp_path / "model.onnx")
+    path = export_model(run.checkpoint, tmp_path / "model.onnx", threshold=0.5)
     kws = KwsModel(path)
     assert kws.info.labels == ("negative", "computer")
 

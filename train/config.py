@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from features.augment import AugmentConfig
-from features.config import FeatureConfig
+from features.config import FeatureConfig, check_keys
 from features.errors import ConfigError
 from train.models import MODELS
 
@@ -106,12 +106,7 @@ class TrainConfig:
     @classmethod
     def from_dict(cls, d: dict) -> "TrainConfig":
         """Build from a plain dict (parsed JSON); unknown keys and bad values raise ``ConfigError``."""
-        if not isinstance(d, dict):
-            raise ConfigError(f"a training config must be a JSON object, got {type(d).__name__}")
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(d) - known)
-        if unknown:
-            raise ConfigError(f"unknown training config key(s): {', '.join(unknown)}; known: {', '.join(sorted(known))}")
+        check_keys(cls, d, "training config")
         d = dict(d)
         if "augment" in d:
             d["augment"] = AugmentConfig.from_dict(d["augment"])

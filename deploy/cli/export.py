@@ -12,7 +12,8 @@ from deploy.cli.app import app
 def export(
     checkpoint: Path = typer.Argument(..., help="best.pt of a training run (kws train writes it)."),
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="ONNX file to write (default: model.onnx beside the checkpoint)."),
-    threshold: float = typer.Option(0.5, min=0.0, max=1.0, help="Detection threshold on the smoothed keyword score."),
+    threshold: Optional[float] = typer.Option(None, min=0.0, max=1.0, help="Fixed detection threshold on the smoothed keyword score (default: chosen for --target-fa-per-hour)."),
+    target_fa_per_hour: float = typer.Option(1.0, min=0.0, help="Without --threshold: choose the threshold with the lowest miss rate at this many false accepts per hour on the validation speakers."),
     smoothing: int = typer.Option(3, min=1, help="Number of hop scores averaged before the threshold."),
     refractory: float = typer.Option(1.0, min=0.0, help="Seconds of silence after a detection."),
     hop_frames: int = typer.Option(8, min=1, help="Feature frames (10 ms each) between two scorings."),
@@ -22,13 +23,20 @@ def export(
     """Export a checkpoint; the export fails if ONNX and PyTorch disagree on real clips."""
     from deploy.export import export_model
     from deploy.modelcard import card_path
+    from deploy.modelfile import KwsModel
 
     path = export_model(
-        checkpoint, out, threshold=threshold, smoothing=smoothing, refractory_s=refractory, hop_frames=hop_frames, check_audio=check_audio,
+        checkpoint, out, threshold=threshold, target_fa_per_hour=target_fa_per_hour, smoothing=smoothing, refractory_s=refractory, hop_frames=hop_frames, check_audio=check_audio,
         int8=int8,
     )
     typer.echo(f"model: {path} ({path.stat().st_size / 1024:.0f} KiB)")
     typer.echo(f"card:  {card_path(path)}")
+    calibration = KwsModel(path).info.metadata.get("calibration")
+    if isinstance(calibration, dict):
+        typer.echo(
+            f"threshold {calibration['threshold']:.4f}: FRR {100 * calibration['frr']:.1f}% at {calibration['fa_per_hour']:.2f} false accepts/hour "
+            f"on the validation speakers ({calibration['n_keywords']} keywords, {60 * calibration['background_hours']:.0f} min of background)"
+        )
     if int8:
         from deploy.quantize import int8_path, int8_summary
 

@@ -1,0 +1,102 @@
+"""Choosing a model's operating threshold for a target number of false accepts per hour.
+
+A threshold of 0.5 on a softmax says nothing about how often a device wakes
+up by mistake. The number a user cares about is false accepts per hour (FA/h)
+at the lowest miss rate, so the threshold is chosen on streams built from the
+**validation** speakers (never the test speakers the report is computed on):
+their keyword clips inserted into their ordinary speech and noise, run once
+through the exported model and the streaming detector, every hop's score
+recorded, then every candidate threshold replayed with the model's own
+smoothing and refractory period (``deploy.evaluate.det_curve``).
+
+The pick: among thresholds whose FA/h on the validation stream is at most the
+target, the one with the lowest FRR; among equal FRRs, the highest threshold
+(the most margin against false accepts the validation stream was too short to
+show). The choice and the curve point are written into the model's metadata
+(``threshold``, ``calibration``) and its card.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+import numpy as np
+
+from deploy.evaluate import background_hours, det_curve, load_eval_clips, select_rows, stream_pass
+from deploy.modelfile import KwsModel
+from features.errors import ConfigError, ManifestError
+
+log = logging.getLogger("kws")
+
+# Candidate thresholds: fine where softmax scores of a good model crowd (near 1).
+CANDIDATES = np.unique(np.round(np.concatenate([np.linspace(0.05, 0.95, 91), 1 - np.geomspace(0.05, 1e-4, 60)]), 6))
+
+
+def choose_threshold(curve: list[dict], target_fa_per_hour: float) -> dict:
+    """The DET point to operate at (see the module docstring); the highest threshold if none meets the target."""
+    ok = [p for p in curve if p["fa_per_hour"] <= target_fa_per_hour]
+    if not ok:
+        return max(curve, key=lambda p: p["threshold"])
+    return min(ok, key=lambda p: (p["frr"], -p["threshold"]))
+
+
+def calibrate_threshold(
+    model_path: str | Path,
+    dataset: str | Path,
+    *,
+    target_fa_per_hour: float = 1.0,
+    split: str = "val",
+    background_minutes: float = 20.0,
+    snr_db: float = 10.0,
+    seed: int = 0,
+    progress: bool = True,
+    write: bool = True,
+) -> dict:
+    """Pick the threshold for ``target_fa_per_hour`` on ``split`` streams of ``dataset``; write it into the model.
+
+    Returns ``{"threshold", "target_fa_per_hour", "frr", "fa_per_hour",
+    "false_accepts", "background_hours", "n_keywords", "split", "met"}``.
+    """
+    from deploy.export import update_metadata
+    from deploy.modelcard import write_model_card
+
+    if not target_fa_per_hour > 0:
+        raise ConfigError(f"the target false accepts per hour must be positive, got {target_fa_per_hour}")
+    model_path, dataset = Path(model_path), Path(dataset)
+    model = KwsModel(model_path)
+    info = model.info
+    rows, _, _ = select_rows(dataset, info, split)
+    clips, _ = load_eval_clips(dataset, rows, info)
+    if not any(c.truth for c in clips):
+        raise ManifestError(f"{dataset}: no readable keyword clips of the {split} speakers to calibrate the threshold on")
+    run = stream_pass(model, clips, background_minutes=background_minutes, snr_db=snr_db, seed=seed + 7919, progress=progress)
+    refractory_hops = int(round(info.refractory_s / info.hop_s))
+    curve = det_curve(run, info, refractory_hops, info.smoothing, thresholds=CANDIDATES)
+    point = choose_threshold(curve, target_fa_per_hour)
+    n_keywords = sum(e.is_keyword for e in run.events)
+    result = {
+        "threshold": point["threshold"],
+        "target_fa_per_hour": target_fa_per_hour,
+        "frr": point["frr"],
+        "fa_per_hour": point["fa_per_hour"],
+        "false_accepts": point["false_accepts"],
+        "background_hours": background_hours(run.events, run.duration_s),
+        "n_keywords": n_keywords,
+        "split": split,
+        "seed": seed,
+        "snr_db": snr_db,
+        "met": point["fa_per_hour"] <= target_fa_per_hour,
+    }
+    if not result["met"]:
+        log.warning("no threshold reaches %.2f FA/h on the %s stream; using the highest candidate %.4f", target_fa_per_hour, split, point["threshold"])
+    log.info(
+        "threshold %.4f: FRR %.1f%% at %.2f FA/h on the %s speakers' stream (%d keywords, target %.2f FA/h)",
+        result["threshold"], 100 * result["frr"], result["fa_per_hour"], split, n_keywords, target_fa_per_hour,
+    )
+    if write:
+        update_metadata(model_path, {"threshold": repr(float(result["threshold"])), "calibration": json.dumps(result, sort_keys=True)})
+        write_model_card(model_path)
+    return result
+
