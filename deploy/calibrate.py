@@ -9,11 +9,14 @@ through the exported model and the streaming detector, every hop's score
 recorded, then every candidate threshold replayed with the model's own
 smoothing and refractory period (``deploy.evaluate.det_curve``).
 
-The pick: among thresholds whose FA/h on the validation stream is at most the
-target, the one with the lowest FRR; among equal FRRs, the highest threshold
-(the most margin against false accepts the validation stream was too short to
-show). The choice and the curve point are written into the model's metadata
-(``threshold``, ``calibration``) and its card.
+The pick: among (smoothing, threshold) pairs whose FA/h on the validation
+stream is at most the target, the one with the lowest FRR; among equal FRRs,
+the highest threshold (the most margin against false accepts the validation
+stream was too short to show). Smoothing (how many hop scores are averaged)
+is chosen with it because a short keyword's peak lasts only a few hops: more
+smoothing lowers false accepts and peaks alike, and which wins depends on
+the model. The choice is written into the model's metadata (``threshold``,
+``smoothing``, ``calibration``) and its card.
 """
 
 from __future__ import annotations
@@ -30,15 +33,16 @@ from features.errors import ConfigError, ManifestError
 
 log = logging.getLogger("kws")
 
+SMOOTHING_CHOICES = (1, 2, 3, 4)
 # Candidate thresholds: fine where softmax scores of a good model crowd (near 1).
 CANDIDATES = np.unique(np.round(np.concatenate([np.linspace(0.05, 0.95, 91), 1 - np.geomspace(0.05, 1e-4, 60)]), 6))
 
 
 def choose_threshold(curve: list[dict], target_fa_per_hour: float) -> dict:
-    """The DET point to operate at (see the module docstring); the highest threshold if none meets the target."""
+    """The DET point to operate at (see the module docstring); the one with fewest false accepts if none meets the target."""
     ok = [p for p in curve if p["fa_per_hour"] <= target_fa_per_hour]
     if not ok:
-        return max(curve, key=lambda p: p["threshold"])
+        return min(curve, key=lambda p: (p["fa_per_hour"], p["frr"], -p["threshold"]))
     return min(ok, key=lambda p: (p["frr"], -p["threshold"]))
 
 
@@ -56,7 +60,7 @@ def calibrate_threshold(
 ) -> dict:
     """Pick the threshold for ``target_fa_per_hour`` on ``split`` streams of ``dataset``; write it into the model.
 
-    Returns ``{"threshold", "target_fa_per_hour", "frr", "fa_per_hour",
+    Returns ``{"threshold", "smoothing", "target_fa_per_hour", "frr", "fa_per_hour",
     "false_accepts", "background_hours", "n_keywords", "split", "met"}``.
     """
     from deploy.export import update_metadata
@@ -73,11 +77,13 @@ def calibrate_threshold(
         raise ManifestError(f"{dataset}: no readable keyword clips of the {split} speakers to calibrate the threshold on")
     run = stream_pass(model, clips, background_minutes=background_minutes, snr_db=snr_db, seed=seed + 7919, progress=progress)
     refractory_hops = int(round(info.refractory_s / info.hop_s))
-    curve = det_curve(run, info, refractory_hops, info.smoothing, thresholds=CANDIDATES)
+    curve = [{**point, "smoothing": n} for n in SMOOTHING_CHOICES
+             for point in det_curve(run, info, refractory_hops, n, thresholds=CANDIDATES)]
     point = choose_threshold(curve, target_fa_per_hour)
     n_keywords = sum(e.is_keyword for e in run.events)
     result = {
         "threshold": point["threshold"],
+        "smoothing": point["smoothing"],
         "target_fa_per_hour": target_fa_per_hour,
         "frr": point["frr"],
         "fa_per_hour": point["fa_per_hour"],
@@ -92,11 +98,15 @@ def calibrate_threshold(
     if not result["met"]:
         log.warning("no threshold reaches %.2f FA/h on the %s stream; using the highest candidate %.4f", target_fa_per_hour, split, point["threshold"])
     log.info(
-        "threshold %.4f: FRR %.1f%% at %.2f FA/h on the %s speakers' stream (%d keywords, target %.2f FA/h)",
-        result["threshold"], 100 * result["frr"], result["fa_per_hour"], split, n_keywords, target_fa_per_hour,
+        "threshold %.4f, smoothing %d: FRR %.1f%% at %.2f FA/h on the %s speakers' stream (%d keywords, target %.2f FA/h)",
+        result["threshold"], result["smoothing"], 100 * result["frr"], result["fa_per_hour"], split, n_keywords, target_fa_per_hour,
     )
     if write:
-        update_metadata(model_path, {"threshold": repr(float(result["threshold"])), "calibration": json.dumps(result, sort_keys=True)})
+        update_metadata(model_path, {
+            "threshold": repr(float(result["threshold"])),
+            "smoothing": str(result["smoothing"]),
+            "calibration": json.dumps(result, sort_keys=True),
+        })
         write_model_card(model_path)
     return result
 

@@ -52,6 +52,7 @@ def test_threshold_is_chosen_on_validation_speakers(tiny_run, tmp_path):
     cal = info.metadata["calibration"]
     assert cal["split"] == "val" and cal["target_fa_per_hour"] == 2.0 and cal["n_keywords"] > 0
     assert info.threshold == cal["threshold"] and 0.0 < info.threshold < 1.0
+    assert info.smoothing == cal["smoothing"] >= 1
     assert cal["met"] == (cal["fa_per_hour"] <= 2.0)
     assert cal["background_hours"] > 0.2
 
@@ -67,4 +68,5 @@ def test_choose_threshold_prefers_low_frr_then_margin():
     ]
     assert choose_threshold(curve, 1.0)["threshold"] == 0.7
     assert choose_threshold(curve, 10.0)["threshold"] == 0.3
+    # nothing meets the target: the fewest false accepts
     assert choose_threshold([{"threshold": 0.5, "frr": 0, "fa_per_hour": 5.0}, {"threshold": 0.8, "frr": 0.2, "fa_per_hour": 3.0}], 1.0)["threshold"] == 0.8

@@ -83,3 +83,22 @@ def test_detector_and_bench_run_without_torch_or_librosa(keyword_model, tmp_path
     assert r.returncode == 0, r.stderr
     out = json.loads(r.stdout.strip().splitlines()[-1])
     assert out["cpu"] > 0 and out["rss"] > 0
+
+
+def test_kws_listen_command_loads_without_torch_or_librosa(tmp_path):
+    """The ``kws`` command line itself (typer, then ``listen``/``devices``) is part of the Pi route."""
+    code = textwrap.dedent(
+        f"""
+        import sys
+        sys.argv = ["kws", "listen", "--help"]
+        from deploy.cli import main
+        try:
+            main()
+        except SystemExit as exc:
+            assert exc.code in (0, None), exc.code
+        assert not any(m.split('.')[0] in {BLOCKED!r} for m in sys.modules)
+        """
+    )
+    r = run_blocked(tmp_path, code)
+    assert r.returncode == 0, r.stderr
+    assert "Listen on a microphone" in r.stdout

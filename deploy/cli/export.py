@@ -34,7 +34,7 @@ def export(
     calibration = KwsModel(path).info.metadata.get("calibration")
     if isinstance(calibration, dict):
         typer.echo(
-            f"threshold {calibration['threshold']:.4f}: FRR {100 * calibration['frr']:.1f}% at {calibration['fa_per_hour']:.2f} false accepts/hour "
+            f"threshold {calibration['threshold']:.4f} (smoothing {calibration['smoothing']}): FRR {100 * calibration['frr']:.1f}% at {calibration['fa_per_hour']:.2f} false accepts/hour "
             f"on the validation speakers ({calibration['n_keywords']} keywords, {60 * calibration['background_hours']:.0f} min of background)"
         )
     if int8:

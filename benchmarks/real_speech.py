@@ -1,0 +1,40 @@
+"""Real-speech benchmark: train "computer" on synthetic voices, measure on real Picovoice recordings.
+
+Usage::
+
+    .venv/bin/python benchmarks/real_speech.py /work/shared/data/wake-words --out runs/bench-real [--config configs/bench-real.json] [--quick]
+
+Writes ``<out>/<config name>/report.json``, ``report.md``, ``det.png`` and
+``accent_frr.png`` (see ``deploy.benchmark_real`` for what is measured and why).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # runnable from a checkout without installing
+
+from deploy.benchmark_real import BenchConfig, run_benchmark  # noqa: E402
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("wake_words", help="folder with computer/ jarvis/ smart_mirror/ snowboy/ view_glass/ (FLAC)")
+    p.add_argument("--out", default="runs/bench-real", help="output root (synthetic data is cached under <out>/cache)")
+    p.add_argument("--config", help="benchmark config JSON (default: the built-in baseline)")
+    p.add_argument("--quick", action="store_true", help="tiny smoke-test scale; figures are not meaningful")
+    p.add_argument("--jobs", type=int, default=2, help="rotations run in parallel processes")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    args = p.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    cfg = BenchConfig.from_file(args.config) if args.config else BenchConfig()
+    report = run_benchmark(args.wake_words, args.out, config=cfg, quick=args.quick, jobs=args.jobs, progress=not args.quiet)
+    print(Path(report["files"]["markdown"]).read_text())
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,151 @@
+"""Presenting the real-speech benchmark (``deploy.benchmark_real``): JSON, Markdown, DET and per-accent plots.
+
+Kept apart from the computation so a ``report.json`` can be re-rendered (or
+several lever runs compared) without re-running any model.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+
+def _pct(x) -> str:
+    return "n/a" if x is None else f"{100 * x:.1f}%"
+
+
+def _ratio(x) -> str:
+    return "n/a" if x is None else f"{x:.1f}x"
+
+
+def _thr(x) -> str:
+    return "none" if x is None else f"{x:.6g}"
+
+
+def summary_rows(report: dict) -> list[list[str]]:
+    """One row per rotation: FRR at 0.5 and 0.1 FA/h, the calibrated threshold and what it gives on the test stream."""
+    rows = []
+    for r in report["rotations"]:
+        ops = {p["target_fa_per_hour"]: p for p in r["test"]["operating_points"]}
+        cal, at = r["calibration"], r["test"]["at_calibrated"]
+        acc = r["accents"].get("calibrated", {})
+        ratio = acc.get("worst_over_best")
+        rows.append([
+            r["rotation"], "+".join(r["train_negative_folders"]) or "(none)", "+".join(r["test_background_folders"]),
+            f"{r['test']['background_hours']:.2f}",
+            f"{_pct(ops[0.5]['frr'])} (thr {_thr(ops[0.5]['threshold'])})", f"{_pct(ops[0.1]['frr'])} (thr {_thr(ops[0.1]['threshold'])})",
+            f"{_thr(cal['threshold'])} (val: FRR {_pct(cal['frr'])}, {cal['fa_per_hour']:.2f} FA/h)",
+            f"FRR {_pct(at['frr'])}, {at['fa_per_hour']:.2f} FA/h ({at['false_accepts']} FA)",
+            f"{_pct(acc.get('best'))} / {_pct(acc.get('worst'))} ({_ratio(ratio)})",
+        ])
+    return rows
+
+
+SUMMARY_HEADER = ["rotation", "train negatives", "test background", "bg hours", "FRR @0.5 FA/h", "FRR @0.1 FA/h",
+                  "calibrated threshold (target on val)", "test at calibrated threshold", "accent FRR best / worst (ratio)"]
+
+
+def _table(header, rows) -> list[str]:
+    return ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)] + ["| " + " | ".join(map(str, r)) + " |" for r in rows]
+
+
+def markdown(report: dict) -> str:
+    cfg = report["config"]
+    lines = [f"# Real-speech benchmark: {cfg['name']}{' (quick: figures not meaningful)' if report['quick'] else ''}", "",
+             f"Keyword \"{report['keyword']}\": model trained on synthetic voices only (+ real other-word negatives per rotation); "
+             f"test = every real \"{report['keyword']}\" clip in {cfg['test_background_minutes']:g} min of background, "
+             f"pink noise at {cfg['snr_db']:g} dB SNR. Threshold calibrated on validation streams for "
+             f"{cfg['calibration']['target_fa_per_hour']:g} FA/h.", ""]
+    lines += _table(SUMMARY_HEADER, summary_rows(report))
+    for r in report["rotations"]:
+        lines += ["", f"## Rotation {r['rotation']}", "",
+                  f"- keywords in the test stream: {r['test']['n_keywords']}, background {r['test']['background_hours']:.2f} h "
+                  f"({r['test']['n_background_clips']} clips), detector {r['test']['realtime_factor']:.0f}x real time",
+                  f"- training: best epoch {r['train']['best_epoch']} of {r['train']['epochs_run']}, {r['train']['seconds']:.0f} s",
+                  f"- calibration on validation: {json.dumps({k: r['calibration'][k] for k in ('threshold', 'frr', 'fa_per_hour', 'background_hours', 'n_keywords', 'met')})}",
+                  ""]
+        lines += _table(["FA/h budget", "threshold", "FRR", "FA/h"],
+                        [[p["target_fa_per_hour"], _thr(p["threshold"]), _pct(p["frr"]), "n/a" if p["fa_per_hour"] is None else f"{p['fa_per_hour']:.2f}"]
+                         for p in r["test"]["operating_points"]])
+        src = r["test"].get("fa_sources_at_calibrated", {}).get("by_source")
+        if src:
+            lines += ["", f"False accepts at the calibrated threshold, by background source: {json.dumps(src)}"]
+        for name, a in r["accents"].items():
+            lines += ["", f"Per-accent FRR of held-out synthetic voices at the {name} threshold {_thr(a['threshold'])} "
+                          f"(overall {_pct(a['frr'])}, worst/best {_ratio(a['worst_over_best'])}):", ""]
+            lines += _table(["accent", "keywords", "FRR (95% CI)"],
+                            [[acc, v["n"], f"{_pct(v['frr'])} ({_pct(v['frr_ci'][0])}-{_pct(v['frr_ci'][1])})"] for acc, v in a["per_accent"].items()])
+    lines += ["", f"Total time {report['seconds'] / 60:.1f} min."]
+    return "\n".join(lines) + "\n"
+
+
+def plot_det(report: dict, path: Path) -> Path:
+    """FRR against FA/h for every rotation (log x; zero false accepts drawn at half of one false accept)."""
+    from deploy.report import _pyplot
+
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(6.5, 4.5))
+    for r in report["rotations"]:
+        hours = r["test"]["background_hours"]
+        floor = 0.5 / hours
+        fa = np.array([max(p["fa_per_hour"], floor) for p in r["det"]])
+        frr = np.array([100 * p["frr"] for p in r["det"]])
+        order = np.lexsort((frr, fa))
+        ax.plot(fa[order], frr[order], "-", lw=1.5, label=f"rotation {r['rotation']} (test bg: {'+'.join(r['test_background_folders'])})")
+        at = r["test"]["at_calibrated"]
+        ax.plot([max(at["fa_per_hour"], floor)], [100 * at["frr"]], "*", ms=11, label=f"{r['rotation']}: calibrated {at['threshold']:.4g}")
+    for x in (0.1, 0.5):
+        ax.axvline(x, color="grey", lw=0.8, ls=":")
+    ax.axhline(5, color="red", lw=0.8, ls="--", label="goal: 5% FRR")
+    ax.set_xscale("log")
+    ax.set_xlabel("false accepts per hour (log; zero FA drawn at 0.5 / hours)")
+    ax.set_ylabel("false-reject rate on real speakers (%)")
+    ax.set_ylim(-2, 102)
+    ax.set_title(f"{report['config']['name']}: real \"{report['keyword']}\", {report['config']['snr_db']:g} dB SNR")
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def plot_accents(report: dict, path: Path) -> Path:
+    """Per-accent FRR (held-out synthetic voices) at the calibrated threshold, one bar group per rotation."""
+    from deploy.report import _pyplot
+
+    plt = _pyplot()
+    rots = [r for r in report["rotations"] if "calibrated" in r["accents"]]
+    accents = sorted({a for r in rots for a in r["accents"]["calibrated"]["per_accent"]})
+    fig, ax = plt.subplots(figsize=(8, 4))
+    width = 0.8 / max(1, len(rots))
+    for i, r in enumerate(rots):
+        table = r["accents"]["calibrated"]["per_accent"]
+        y = np.array([100 * table[a]["frr"] if a in table else np.nan for a in accents])
+        lo = np.array([100 * table[a]["frr_ci"][0] if a in table else np.nan for a in accents])
+        hi = np.array([100 * table[a]["frr_ci"][1] if a in table else np.nan for a in accents])
+        x = np.arange(len(accents)) + i * width
+        ax.bar(x, y, width, yerr=[y - lo, hi - y], capsize=2, label=f"rotation {r['rotation']}")
+    ax.set_xticks(np.arange(len(accents)) + width * (len(rots) - 1) / 2)
+    ax.set_xticklabels(accents, rotation=60, ha="right", fontsize=7)
+    ax.set_ylabel("FRR at the calibrated threshold (%)")
+    ax.set_title("Held-out synthetic voices, per accent (95% CI)")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def write_bench_report(report: dict, out_dir: str | Path) -> dict[str, Path]:
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    files = {"json": out_dir / "report.json", "markdown": out_dir / "report.md", "det": out_dir / "det.png", "accents": out_dir / "accent_frr.png"}
+    report["files"] = {k: str(v) for k, v in files.items()}
+    files["json"].write_text(json.dumps(report, indent=1, default=str))
+    files["markdown"].write_text(markdown(report))
+    plot_det(report, files["det"])
+    plot_accents(report, files["accents"])
+    return files

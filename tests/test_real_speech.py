@@ -1,0 +1,96 @@
+"""The real-speech benchmark's plumbing, on a tiny fake wake-word folder (runs everywhere), and a layout check of the real one.
+
+No training happens here: the full benchmark takes minutes (benchmarks/REAL_SPEECH.md).
+What is tested is what would silently corrupt its figures: rotations that
+let training negatives leak into the test background, real keyword clips
+reaching the training dataset, and the keyword in the background text.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from collect.manifest import NEGATIVE, read_dataset
+from deploy.benchmark_real import (KEYWORD, OTHER_WORDS, ROTATIONS, BenchConfig, background_sentences, check_wake_words,
+                                   load_real_clips, rotation_dataset)
+from features.errors import ConfigError
+
+REAL = Path(__file__).resolve().parents[2] / "shared" / "data" / "wake-words"
+
+
+def _fake_folder(root: Path, n: int = 3) -> Path:
+    rng = np.random.default_rng(0)
+    for word in (KEYWORD, *OTHER_WORDS):
+        (root / word).mkdir(parents=True)
+        for i in range(n):
+            t = np.arange(8000) / 16000
+            audio = 0.3 * np.sin(2 * np.pi * (200 + 50 * i) * t) + 0.01 * rng.standard_normal(len(t))
+            name = f"{hashlib.sha256(f'{word}{i}'.encode()).hexdigest()[:8]}-{word}"  # uuid-like, as in the real folders
+            sf.write(root / word / f"{name}.flac", audio.astype(np.float32), 16000)
+    return root
+
+
+def test_rotations_keep_training_negatives_out_of_the_test_background():
+    for train_words, test_words in ROTATIONS.values():
+        assert not set(train_words) & set(test_words)
+        assert KEYWORD not in train_words + test_words
+        assert set(train_words) | set(test_words) == set(OTHER_WORDS)
+
+
+def test_rotation_dataset_has_only_other_words_as_real_negatives(tmp_path):
+    folder = _fake_folder(tmp_path / "ww")
+    files = check_wake_words(folder)
+    synth = tmp_path / "synth"
+    (synth / "synth-espeak").mkdir(parents=True)
+    (synth / "synth-espeak" / "manifest.jsonl").write_text("")
+    ds = rotation_dataset(tmp_path / "ds", synth, files, ROTATIONS["A"][0])
+    rows, bad = read_dataset(ds)
+    assert not bad and len(rows) == 2 * 3
+    assert {r.label for r in rows} == {NEGATIVE}
+    assert {r.path.split("/")[1] for r in rows} == set(ROTATIONS["A"][0])
+    assert all((ds / r.path).is_file() for r in rows)  # readable through the links
+    assert len({r.speaker for r in rows}) == len(rows)  # one pseudo-speaker per clip: no speaker ids exist
+
+
+def test_real_clips_load_with_keyword_truth(tmp_path):
+    files = check_wake_words(_fake_folder(tmp_path / "ww"))
+    kw = load_real_clips(files[KEYWORD], KEYWORD)
+    neg = load_real_clips(files["jarvis"], "jarvis")
+    assert [c.truth for c in kw] == [1, 1, 1] and [c.truth for c in neg] == [0, 0, 0]
+    assert kw[0].row.label == KEYWORD and neg[0].row.label == NEGATIVE
+
+
+def test_missing_word_folder_is_a_clear_error(tmp_path):
+    folder = _fake_folder(tmp_path / "ww")
+    for f in (folder / "snowboy").iterdir():
+        f.unlink()
+    with pytest.raises(ConfigError, match="snowboy"):
+        check_wake_words(folder)
+
+
+def test_background_text_never_says_the_keyword():
+    lines = background_sentences()
+    assert len(lines) >= 50
+    assert not any(KEYWORD in s.lower() for s in lines)
+
+
+def test_bench_config_files_parse():
+    root = Path(__file__).resolve().parents[1] / "configs"
+    for path in sorted(root.glob("bench-real*.json")):
+        cfg = BenchConfig.from_file(path)
+        cfg.train_config_obj()  # the training config it names is valid too
+    with pytest.raises(ConfigError, match="unknown key"):
+        BenchConfig.from_dict({"nme": "typo"})
+
+
+@pytest.mark.skipif(not REAL.is_dir(), reason=f"real wake-word data not present at {REAL}")
+def test_real_folder_layout():
+    files = check_wake_words(REAL)
+    assert len(files[KEYWORD]) >= 300
+    assert sf.info(str(files[KEYWORD][0])).samplerate == 16000
