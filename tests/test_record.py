@@ -335,3 +335,32 @@ def test_redo_and_mark_bad_take_a_take_out_of_the_dataset(tmp_path):
     resumed = Session.resume(ds, "s5")
     assert (ds / "s5" / "rejected" / "spk-001-009-keyword.wav").exists() and not no_temp_files(ds)
     assert [r.path for r in resumed.rows()] == [again.path]
+
+
+def test_device_refusing_16k_is_opened_at_its_own_rate(pulse):
+    """The fallback of ``choose_rate``: a device that refuses 16 kHz opens at its default rate (resampled later).
+
+    The ALSA pulse plugin accepts every rate, so the refusal is made by the
+    ``check`` hook; the device, its index and its default rate are real.
+    """
+    import sounddevice as sd
+
+    from collect.mic import choose_rate
+    from features.errors import DeviceError
+
+    index = next(i for i, d in enumerate(sd.query_devices()) if d["name"] == "pulse")
+    native = int(sd.query_devices(index)["default_samplerate"])
+    assert native != 16000
+
+    def refuses_16k(rate):
+        if rate == 16000:
+            raise sd.PortAudioError("Invalid sample rate")
+
+    assert choose_rate(index, "pulse", check=refuses_16k) == native
+    assert choose_rate(index, "pulse") == 16000
+
+    def refuses_all(rate):
+        raise sd.PortAudioError("Invalid sample rate")
+
+    with pytest.raises(DeviceError, match="accepts neither 16000 Hz nor its default"):
+        choose_rate(index, "pulse", check=refuses_all)
