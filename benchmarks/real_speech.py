@@ -28,11 +28,29 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--quick", action="store_true", help="tiny smoke-test scale; figures are not meaningful")
     p.add_argument("--jobs", type=int, default=2, help="rotations run in parallel processes")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.add_argument("--tune-decision", action="store_true",
+                   help="afterwards, choose the score smoothing on each rotation's validation stream and replay the test scores with it")
+    p.add_argument("--decision-only", action="store_true", help="only the --tune-decision step, on an existing output folder")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     cfg = BenchConfig.from_file(args.config) if args.config else BenchConfig()
-    report = run_benchmark(args.wake_words, args.out, config=cfg, quick=args.quick, jobs=args.jobs, progress=not args.quiet)
-    print(Path(report["files"]["markdown"]).read_text())
+    out = Path(args.out) / (cfg.name + ("-quick" if args.quick else ""))
+    if not args.decision_only:
+        report = run_benchmark(args.wake_words, args.out, config=cfg, quick=args.quick, jobs=args.jobs, progress=not args.quiet)
+        print(Path(report["files"]["markdown"]).read_text())
+    if args.tune_decision or args.decision_only:
+        from deploy.benchmark_levers import tune_decision
+
+        for rot in sorted(out.glob("rotation-*")):
+            cal = cfg.calibration
+            d = tune_decision(rot, target_fa_per_hour=cal["target_fa_per_hour"], background_minutes=cal["background_minutes"],
+                              snr_db=cfg.snr_db, seed=cfg.seed, progress=not args.quiet)
+            print(f"{rot.name}: smoothing chosen on validation = {d['chosen_smoothing']} (model: {d['model_smoothing']})")
+            for r in d["table"]:
+                ops = {o["target_fa_per_hour"]: o["frr"] for o in r["test_operating_points"]}
+                t = r["test_at_val_threshold"]
+                print(f"  smoothing {r['smoothing']}: val thr {r['val_threshold']:.6g} FRR {r['val_frr']:.3f} | test at it: "
+                      f"FRR {t['frr']:.3f}, {t['fa_per_hour']:.2f} FA/h | test FRR @0.5 {ops[0.5]}, @0.1 {ops[0.1]}")
     return 0
 
 

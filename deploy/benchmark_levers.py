@@ -140,7 +140,11 @@ def tune_decision(rotation_dir: str | Path, *, target_fa_per_hour: float = 0.5, 
     val = stream_pass(model, clips, background_minutes=background_minutes, snr_db=snr_db, seed=seed + 7919, progress=progress)
     saved = np.load(rotation_dir / "test_scores.npz")
     events = [Event(**e) for e in json.loads((rotation_dir / "test_events.json").read_text())]
-    duration = max(e.end_s for e in events) + 1.0
+    if "duration_s" in saved:
+        duration = float(saved["duration_s"])
+    else:  # scores saved before the duration was: the report beside the rotation folder has it
+        report = json.loads((rotation_dir.parent / "report.json").read_text())
+        duration = next(r["test"]["duration_s"] for r in report["rotations"] if f"rotation-{r['rotation']}" == rotation_dir.name)
     test = StreamRun(events, duration, saved["times"], saved["scores"], [], 0.0)
     table = []
     for s in choices:
@@ -152,7 +156,6 @@ def tune_decision(rotation_dir: str | Path, *, target_fa_per_hour: float = 0.5, 
         table.append({"smoothing": s, "val_threshold": point["threshold"], "val_frr": point["frr"], "val_fa_per_hour": point["fa_per_hour"],
                       "test_at_val_threshold": at, "test_operating_points": operating_points(curve, REPORT_TARGETS)})
     best = min(table, key=lambda r: (r["val_frr"], r["smoothing"]))
-    result = {"chosen_smoothing": best["smoothing"], "model_smoothing": info.smoothing, "table": table,
-              "note": "test duration taken from the last event (+1 s); FA/h may differ from the benchmark's by the trailing gap"}
+    result = {"chosen_smoothing": best["smoothing"], "model_smoothing": info.smoothing, "table": table}
     (rotation_dir / "decision.json").write_text(json.dumps(result, indent=1))
     return result

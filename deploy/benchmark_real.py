@@ -421,7 +421,7 @@ def run_rotation(rotation: str, wake_words: str, out_dir: str, cfg_dict: dict, d
     at_chosen = next(p for p in curve if abs(p["threshold"] - round(chosen, 7)) < 1e-9)
     hours = background_hours(run.events, run.duration_s)
     seconds["test_stream"] = time.perf_counter() - t
-    np.savez_compressed(out / "test_scores.npz", times=run.times, scores=run.scores)
+    np.savez_compressed(out / "test_scores.npz", times=run.times, scores=run.scores, duration_s=run.duration_s)
     (out / "test_events.json").write_text(json.dumps([e.to_dict() for e in run.events]))
 
     # Per accent: held-out synthetic voices saying the keyword, in read-aloud background.

@@ -41,11 +41,14 @@ def tiny_run(tiny_dataset, tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def keyword_model(tiny_run) -> Path:
-    """The tiny run exported to ONNX (checked against PyTorch at export), at a fixed threshold of 0.5.
+    """The tiny run exported to ONNX (checked against PyTorch at export), at a fixed threshold of 0.8.
 
-    Fixed, not calibrated: the microphone and detection tests are written for
-    this operating point; calibration has tests of its own.
+    Fixed, not calibrated: the tiny model's validation set is too small to
+    calibrate on reliably, and the microphone and detection tests need a
+    known operating point. Its keyword scores sit near 1 for the length of
+    the word while other speech stays below about 0.6, hence 0.8.
+    Calibration has tests of its own.
     """
     from deploy.export import export_model
 
-    return export_model(tiny_run.checkpoint, Path(tiny_run.checkpoint).parent.parent / "model.onnx", threshold=0.5)
+    return export_model(tiny_run.checkpoint, Path(tiny_run.checkpoint).parent.parent / "model.onnx", threshold=0.8)

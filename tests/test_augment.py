@@ -151,7 +151,7 @@ def test_config_errors_name_the_setting():
         AugmentConfig(p_gain=1.5)
     with pytest.raises(ConfigError, match="augment.min_snr_db"):
         AugmentConfig(min_snr_db=40, max_snr_db=10)
-    with pytest.raises(ConfigError, match="augment.snr"):
+    with pytest.raises(ConfigError, match="unknown augment key.*snr"):
         AugmentConfig.from_dict({"snr": 3})
     with pytest.raises(ConfigError, match="augment.max_shift_s"):
         AugmentConfig(max_shift_s="0.1")
