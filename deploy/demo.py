@@ -31,7 +31,7 @@ TARGET_FA_PER_HOUR = 1.0  # the operating point the demo model is calibrated for
 
 # How much data each scale synthesises: (voices per accent, keyword takes, confusables, sentences).
 SCALES = {
-    "default": dict(n_voices_per_accent=6, takes_per_voice=8, n_confusables=8, n_sentences=6, background_minutes=20.0, config="default.json"),
+    "default": dict(n_voices_per_accent=10, takes_per_voice=6, n_confusables=6, n_sentences=4, background_minutes=20.0, config="default.json"),
     "tiny": dict(n_voices_per_accent=3, takes_per_voice=4, n_confusables=3, n_sentences=2, background_minutes=1.0, config="tiny.json"),
 }
 
