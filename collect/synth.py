@@ -197,7 +197,7 @@ def synthesize_dataset(
             for i, (label, kind, text) in enumerate(_prompts(phrase, rng, takes_per_voice, n_confusables, n_sentences)):
                 audio = take(text, voice, rng)
                 rel = f"{SESSION}/{voice.accent}/{voice.speaker}-{kind}-{i:03d}.wav"
-                _write(writer, dataset, rel, audio, ClipRow(
+                write_clip(writer, dataset, rel, audio, ClipRow(
                     path=rel, label=label, text=text, speaker=voice.speaker, accent=voice.accent, source=voice.source,
                     session=SESSION, device=ENGINE, sample_rate=SAMPLE_RATE, duration_s=0.0, sha256="", created=created,
                     kind=kind, gender=voice.gender,
@@ -209,7 +209,7 @@ def synthesize_dataset(
             audio = coloured_noise(int(SAMPLE_RATE * rng.uniform(1.0, 3.0)), rng, {"white": 0, "pink": 1, "brown": 2}[colour])
             audio *= 10 ** (rng.uniform(-45, -15) / 20)
             rel = f"{SESSION}/noise/noise-{i:03d}.wav"
-            _write(writer, dataset, rel, audio, ClipRow(
+            write_clip(writer, dataset, rel, audio, ClipRow(
                 path=rel, label=NOISE, text="", speaker="noise", accent="none", source=f"generated:{colour}-noise",
                 session=SESSION, device="generated", sample_rate=SAMPLE_RATE, duration_s=0.0, sha256="", created=created, kind="noise",
             ))
@@ -218,7 +218,7 @@ def synthesize_dataset(
     return writer.path
 
 
-def _write(writer: ManifestWriter, dataset: str | Path, rel: str, audio: np.ndarray, row: ClipRow) -> None:
+def write_clip(writer: ManifestWriter, dataset: str | Path, rel: str, audio: np.ndarray, row: ClipRow) -> None:
     """Write the clip atomically, then its manifest row with the real duration and digest."""
     path = write_wav(Path(dataset) / rel, audio)
     row = ClipRow(**{**row.__dict__, "duration_s": round(len(audio) / SAMPLE_RATE, 4), "sha256": sha256_file(path)})

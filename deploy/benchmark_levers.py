@@ -78,7 +78,7 @@ def extra_negative_sessions(cache: Path, cfg, synth: Path, progress: bool) -> li
     """Build (or reuse) the extra sessions ``cfg.extra_negatives`` asks for; returns dataset folders to link in."""
     from tqdm import tqdm
 
-    from collect.synth import _write
+    from collect.synth import write_clip
     from deploy.benchmark_real import _digest, _done, _mark_done
 
     unknown = sorted(set(cfg.extra_negatives) - set(SUPPORTED))
@@ -101,7 +101,7 @@ def extra_negative_sessions(cache: Path, cfg, synth: Path, progress: bool) -> li
                     audio = load_audio(synth / r.path)
                     for c in range(p["copies"]):
                         rel = f"room-mic/{Path(r.path).stem}-rm{c}.wav"
-                        _write(writer, folder, rel, room_mic(audio, rng),
+                        write_clip(writer, folder, rel, room_mic(audio, rng),
                                replace(r, path=rel, session="room-mic", source=r.source + ":room-mic",
                                        extra={**r.extra, "derived_from": r.path}))
             _mark_done(folder, params)

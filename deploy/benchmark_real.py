@@ -245,7 +245,7 @@ def read_aloud(cache: Path, cfg: BenchConfig, progress: bool) -> Path:
     """Long read-aloud takes (several sentences each) by held-out voices: the synthetic part of the test background."""
     from tqdm import tqdm
 
-    from collect.synth import ACCENTS, _write, make_voices, take
+    from collect.synth import ACCENTS, make_voices, take, write_clip
 
     sentences = background_sentences()
     params = {"voices": cfg.read_aloud_voices_per_accent, "takes": cfg.read_aloud_takes_per_voice,
@@ -267,7 +267,7 @@ def read_aloud(cache: Path, cfg: BenchConfig, progress: bool) -> Path:
                 text = " ".join(sentences[j] for j in rng.choice(len(sentences), size=n, replace=False))
                 audio = take(text, voice, rng)
                 rel = f"read-aloud/{voice.accent}/{voice.speaker}-read-{i:03d}.wav"
-                _write(writer, folder, rel, audio, ClipRow(
+                write_clip(writer, folder, rel, audio, ClipRow(
                     path=rel, label=NEGATIVE, text=text, speaker=f"read-{voice.speaker}", accent=voice.accent, source=voice.source,
                     session="read-aloud", device="espeak-ng", sample_rate=SAMPLE_RATE, duration_s=0.0, sha256="", created=created,
                     kind="read-aloud", gender=voice.gender))

@@ -83,7 +83,7 @@ def markdown(report: dict) -> str:
 
 def plot_det(report: dict, path: Path) -> Path:
     """FRR against FA/h for every rotation (log x; zero false accepts drawn at half of one false accept)."""
-    from deploy.report import _pyplot
+    from deploy.report import _pyplot, save_figure
 
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(6.5, 4.5))
@@ -106,15 +106,13 @@ def plot_det(report: dict, path: Path) -> Path:
     ax.set_title(f"{report['config']['name']}: real \"{report['keyword']}\", {report['config']['snr_db']:g} dB SNR")
     ax.grid(True, which="both", alpha=0.3)
     ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    save_figure(fig, path)
     return path
 
 
 def plot_accents(report: dict, path: Path) -> Path:
     """Per-accent FRR (held-out synthetic voices) at the calibrated threshold, one bar group per rotation."""
-    from deploy.report import _pyplot
+    from deploy.report import _pyplot, save_figure
 
     plt = _pyplot()
     rots = [r for r in report["rotations"] if "calibrated" in r["accents"]]
@@ -133,9 +131,7 @@ def plot_accents(report: dict, path: Path) -> Path:
     ax.set_ylabel("FRR at the calibrated threshold (%)")
     ax.set_title("Held-out synthetic voices, per accent (95% CI)")
     ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    save_figure(fig, path)
     return path
 
 

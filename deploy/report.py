@@ -149,6 +149,13 @@ def markdown(report: dict) -> str:
 # ----------------------------------------------------------------------------- plots
 
 
+def save_figure(fig, path: Path) -> None:
+    """Lay out, write at the report's resolution, and free the figure (pyplot keeps every open one)."""
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    _pyplot().close(fig)
+
+
 def _pyplot():
     import matplotlib
 
@@ -179,9 +186,7 @@ def plot_det(report: dict, path: Path) -> Path:
     ax.set_title(f"DET: {s['n_keywords']} keywords, {s['background_hours'] * 60:.0f} min background, SNR {s['snr_db']:g} dB")
     ax.grid(True, which="both", alpha=0.3)
     ax.legend(loc="upper right", fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    save_figure(fig, path)
     return path
 
 
@@ -204,9 +209,7 @@ def plot_accent_frr(report: dict, path: Path) -> Path:
     ax.set_ylim(0, 100)
     ax.set_title(f"FRR per accent at threshold {report['stream']['threshold']:.2f} (95% CI)")
     ax.grid(True, axis="y", alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    save_figure(fig, path)
     return path
 
 
@@ -226,7 +229,5 @@ def plot_confusion(report: dict, path: Path) -> Path:
     ax.set_xlabel("predicted")
     ax.set_ylabel("true")
     ax.set_title(f"clips (n={report['clips']['n']})")
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    save_figure(fig, path)
     return path

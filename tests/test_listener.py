@@ -15,6 +15,7 @@ import threading
 import numpy as np
 import pytest
 
+from deploy.detector import Detector
 from deploy.listener import Listener, StreamResampler, find_device, list_devices, listen
 from deploy.modelfile import KwsModel
 from features.audio import write_wav
@@ -98,21 +99,31 @@ def sf_duration(wav) -> float:
     return sf.info(str(wav)).duration
 
 
-def check_detections(detections, segments, onset_s, window_s):
-    """Exactly one detection, during or just after the spoken keyword; none for the other speech."""
+def check_detections(detections, recording, model, segments, onset_s):
+    """The spoken keyword is detected where it was said, and live listening lost nothing.
+
+    Exactly one detection falls during (or one window after) the keyword, and
+    the live detections are exactly those of the offline detector on the
+    recorded audio: the callback, queue and resampling path dropped or
+    reordered no sample. Whether the other sentences of the scene stay quiet
+    is a matter of model quality (``kws eval`` measures it), not of the
+    microphone path, so it is not asserted with the tests' tiny model.
+    """
     first_sound = next(s for s in segments if s[0] == "say")[2]
     shift = onset_s - first_sound  # scene time -> stream time
     _, _, start, end = next(s for s in segments if s[1] == "computer")
-    assert [d.keyword for d in detections] == ["computer"], detections
-    t = detections[0].time_s - shift
-    assert start < t <= end + window_s + 0.1, (t, start, end)
+    window_s = KwsModel(model).info.window_s
+    during = [d for d in detections if start < d.time_s - shift <= end + window_s + 0.1]
+    assert [d.keyword for d in during] == ["computer"], detections
+    offline = Detector(KwsModel(model)).process(recording, chunk_size=4000)
+    assert [(d.keyword, round(d.time_s, 3)) for d in detections] == [(d.keyword, round(d.time_s, 3)) for d in offline]
 
 
 @pytest.mark.audio
 def test_listen_detects_the_keyword_played_into_the_room(pulse_server, keyword_model, room_scene):
     wav, audio, segments = room_scene
     detections, recording, onset = listen_to(pulse_server, wav, keyword_model)
-    check_detections(detections, segments, onset, KwsModel(keyword_model).info.window_s)
+    check_detections(detections, recording, keyword_model, segments, onset)
     # What was recorded is what was played (the room is a null sink: no noise, no gain change).
     assert 0.3 < np.max(np.abs(recording)) < 0.7
 
@@ -120,8 +131,8 @@ def test_listen_detects_the_keyword_played_into_the_room(pulse_server, keyword_m
 @pytest.mark.audio
 def test_listen_resamples_a_device_opened_at_44k(pulse_server, keyword_model, room_scene):
     wav, audio, segments = room_scene
-    detections, _, onset = listen_to(pulse_server, wav, keyword_model, sample_rate=44100)
-    check_detections(detections, segments, onset, KwsModel(keyword_model).info.window_s)
+    detections, recording, onset = listen_to(pulse_server, wav, keyword_model, sample_rate=44100)
+    check_detections(detections, recording, keyword_model, segments, onset)
 
 
 @pytest.mark.audio
