@@ -37,5 +37,10 @@ demo: setup
 test: setup system-deps
 	$(BIN)/python -m pytest
 
+# The cost benchmark against openWakeWord and microWakeWord (installed into benchmarks/.venv-against
+# on first use), on the model `make demo` made.
+bench: setup
+	$(BIN)/kws bench runs/demo-computer/model.onnx --against openwakeword,microwakeword
+
 clean:
 	rm -rf runs .pytest_cache
