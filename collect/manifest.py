@@ -13,6 +13,7 @@ it never hides the other rows.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import os
 from dataclasses import dataclass, field
@@ -59,6 +60,14 @@ class ClipRow:
         if missing:
             raise ManifestError(f"missing fields: {', '.join(missing)}")
         return cls(**{k: v for k, v in d.items() if k in names})
+
+
+def data_digest(rows) -> str:
+    """sha256 over the sorted ``(path, sha256, label)`` of ``rows``: identifies a set of clips exactly, in any order."""
+    h = hashlib.sha256()
+    for path, sha, label in sorted((r.path, r.sha256, r.label) for r in rows):
+        h.update(f"{path}\t{sha}\t{label}\n".encode("utf-8"))
+    return h.hexdigest()
 
 
 def now_iso() -> str:

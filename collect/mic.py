@@ -26,71 +26,13 @@ import numpy as np
 
 from collect.quality import EndPointer, level_dbfs
 from features.audio import SAMPLE_RATE, resample
+from features.devices import find_device, sounddevice
 from features.errors import DeviceError
 
 BLOCK_S = 0.05  # 50 ms blocks: a smooth meter, little work per callback
 STALL_S = 3.0  # no block for this long: the device is gone (a stopped stream is noticed at once)
 FIRST_BLOCK_S = 8.0  # a stream may take a while to deliver its first block on a busy machine
 QUEUE_BLOCKS = int(60 / BLOCK_S)  # a minute of audio may wait before blocks are dropped (counted as overflows)
-
-
-def _sd():
-    """sounddevice, imported late: PortAudio is loaded only by commands that record."""
-    try:
-        import sounddevice as sd
-    except OSError as exc:  # libportaudio missing
-        raise DeviceError(f"cannot use audio input: {exc}") from None
-    return sd
-
-
-def input_devices() -> list[dict]:
-    """Every device with input channels: index, name, channels, default rate, host API."""
-    sd = _sd()
-    apis = sd.query_hostapis()
-    out = []
-    for d in sd.query_devices():
-        if d["max_input_channels"] > 0:
-            out.append({
-                "index": d["index"],
-                "name": d["name"],
-                "channels": d["max_input_channels"],
-                "default_samplerate": int(d["default_samplerate"]),
-                "hostapi": apis[d["hostapi"]]["name"],
-            })
-    return out
-
-
-def resolve_device(spec: str | int | None) -> tuple[int, str]:
-    """``(index, name)`` of the input device ``spec`` names: an index, an exact name, or part of one.
-
-    ``None`` is the system default input. An unknown or ambiguous name is a
-    ``DeviceError`` that lists the input devices, so the organiser can pick one.
-    """
-    sd = _sd()
-    devices = input_devices()
-    listing = ", ".join(f"{d['index']}: {d['name']}" for d in devices) or "none"
-    if spec is None or spec == "":
-        try:
-            index = sd.default.device[0]
-            if index is None or index < 0:
-                raise ValueError
-            info = sd.query_devices(index, "input")
-        except (ValueError, sd.PortAudioError):
-            if not devices:
-                raise DeviceError("no audio input device found") from None
-            info = sd.query_devices(devices[0]["index"])
-        return int(info["index"]), str(info["name"])
-    text = str(spec).strip()
-    if text.isdigit():
-        matches = [d for d in devices if d["index"] == int(text)]
-    else:
-        matches = [d for d in devices if d["name"].lower() == text.lower()]
-        matches = matches or [d for d in devices if text.lower() in d["name"].lower()]
-    if not matches:
-        raise DeviceError(f"no input device matches {text!r}; input devices: {listing}")
-    if len(matches) > 1:
-        raise DeviceError(f"{text!r} matches several input devices ({', '.join(d['name'] for d in matches)}); give its index")
-    return int(matches[0]["index"]), str(matches[0]["name"])
 
 
 def choose_rate(index: int, name: str, check: Callable[[int], None] | None = None, prefer: int = SAMPLE_RATE) -> int:
@@ -100,7 +42,7 @@ def choose_rate(index: int, name: str, check: Callable[[int], None] | None = Non
     ``sounddevice.check_input_settings``); it is a parameter so the fallback can
     be tested without a device that refuses 16 kHz.
     """
-    sd = _sd()
+    sd = sounddevice()
     if check is None:
         def check(rate: int) -> None:
             sd.check_input_settings(device=index, samplerate=rate, channels=1, dtype="float32")
@@ -143,7 +85,8 @@ class Microphone:
     """
 
     def __init__(self, device: str | int | None = None, rate: int | None = None, channels: int = 1):
-        self.index, self.name = resolve_device(device)
+        found = find_device(device)
+        self.index, self.name = found.index, found.name
         self.rate = rate or choose_rate(self.index, self.name)
         self.channels = channels
         self.overflows = 0
@@ -161,7 +104,7 @@ class Microphone:
             self.overflows += 1
 
     def open(self) -> "Microphone":
-        sd = _sd()
+        sd = sounddevice()
         try:
             self._stream = sd.InputStream(
                 device=self.index, samplerate=self.rate, channels=self.channels, dtype="float32",

@@ -597,9 +597,9 @@ def limits_for(prompt: Prompt, max_seconds: float) -> QualityLimits:
 
 def play(audio: np.ndarray, device: str | int | None = None) -> None:
     """Play a take back on the output device and wait for it to end."""
-    from collect.mic import _sd
+    from features.devices import sounddevice
 
-    sd = _sd()
+    sd = sounddevice()
     try:
         sd.play(np.asarray(audio, np.float32), SAMPLE_RATE, device=device)
         sd.wait()

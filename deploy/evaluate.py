@@ -39,7 +39,7 @@ from pathlib import Path
 
 import numpy as np
 
-from collect.manifest import NEGATIVE, NOISE, ClipRow, read_dataset
+from collect.manifest import NEGATIVE, NOISE, ClipRow, data_digest, read_dataset
 from deploy.detector import Detector, fire_indices, smooth
 from deploy.modelfile import KwsModel
 from deploy.stats import classification_metrics, confusion_matrix, rate_per_hour, wilson_interval
@@ -70,8 +70,6 @@ class EvalClip:
 
 def select_rows(dataset: Path, info, split: str) -> tuple[list[ClipRow], dict, list[dict]]:
     """Rows to evaluate, a description of how they were chosen, and the manifest lines that were skipped."""
-    from train.dataset import data_digest  # deploy's evaluation (not its runtime) may use train's definitions
-
     if split not in SPLIT_CHOICES:
         raise ConfigError(f"unknown split {split!r}; choose one of {', '.join(SPLIT_CHOICES)}")
     rows, bad = read_dataset(dataset)

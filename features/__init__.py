@@ -11,6 +11,8 @@ Public modules:
 - ``features.audio``: load any soundfile-readable file as 16 kHz mono float32,
   write house-format WAV atomically.
 - ``features.augment``: on-the-fly training augmentation.
+- ``features.devices``: audio input devices (list, find by name or index), for
+  the recorder and the listener alike.
 
 This ``__init__`` imports nothing heavy on purpose: the runtime imports
 ``features.mfcc`` without pulling librosa or torch.

@@ -16,7 +16,8 @@ import numpy as np
 import pytest
 
 from deploy.detector import Detector
-from deploy.listener import Listener, StreamResampler, find_device, list_devices, listen
+from deploy.listener import Listener, StreamResampler, listen
+from features.devices import find_device, list_devices
 from deploy.modelfile import KwsModel
 from features.audio import write_wav
 from features.errors import DeviceError
@@ -52,7 +53,7 @@ def test_the_runtime_needs_neither_torch_nor_librosa(keyword_model):
     """What a Raspberry Pi runs (model, detector, listener) imports only numpy, onnxruntime and sounddevice."""
     code = (
         "import sys, numpy as np\n"
-        "from deploy.listener import Listener, list_devices\n"
+        "from deploy.listener import Listener\nfrom features.devices import list_devices\n"
         "from deploy.detector import Detector\n"
         "from deploy.modelfile import KwsModel\n"
         f"Detector(KwsModel({str(keyword_model)!r})).process(np.zeros(32000, np.float32))\n"
@@ -205,7 +206,7 @@ def test_kws_listen_prints_detections_and_a_summary(pulse_server, keyword_model)
                          capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     lines = out.stdout.splitlines()
-    assert lines[0].startswith(f"listening on [") and ALSA_DEVICE in lines[0] and "Ctrl-C to stop" in lines[0]
+    assert lines[0].startswith("listening on [") and ALSA_DEVICE in lines[0] and "Ctrl-C to stop" in lines[0]
     assert lines[-1] == "stopped after 1.0 s of audio: 0 detections"
 
 

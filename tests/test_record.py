@@ -7,7 +7,7 @@ plans them (``plan_prompts`` is seeded, so the test knows the order), each
 followed by enough silence for the end-pointer. Nothing in the audio path is
 mocked. Assertions are on what lands on disk, never on timing.
 
-The server is private to this module (``tests.pulse.start_server`` gives
+The server is private to this module (``tests.pulse.private_server`` gives
 it its own runtime dir), so unloading its sink in the device-vanishes test
 cannot disturb anyone else's tests.
 
@@ -35,7 +35,7 @@ from collect.datacheck import check_dataset
 from collect.manifest import read_dataset
 from collect.record import plan_prompts
 from features.audio import sha256_file, write_wav
-from pulse import missing_tools, private_server, start_server, stop_server, using
+from pulse import private_server
 
 pytestmark = pytest.mark.audio
 
@@ -239,28 +239,22 @@ def test_unknown_device(pulse, tmp_path):
 
 def test_device_that_disappears(tmp_path):
     """The null sink is unloaded mid-take: a one-line device error, the earlier take intact (own server: it breaks it)."""
-    if missing_tools():
-        pytest.skip("PulseAudio not installed")
-    server = start_server()
-    try:
-        with using(server):
-            ds = tmp_path / "ds"
-            wav = scene_file(tmp_path / "scene.wav", [say("computer")] * 3)
-            kws = Kws(["record", ds, "-k", "computer", "--takes", 3, "--negatives", 0, "--session", "s3", *COMMON], server.env)
-            kws.wait_for("recording")
-            player = server.play(wav)
-            kws.wait_for("take 2/3")
-            module = next(line.split()[0] for line in server.pactl("list", "short", "modules").splitlines() if "null-sink" in line)
-            server.pactl("unload-module", module)
-            rc, err = kws.finish()
-            player.kill()
-            player.wait()
-            assert rc == 2 and "Traceback" not in err, err
-            assert "'pulse' stopped delivering audio" in err and "--resume s3" in err
-            rows = rows_of(ds)
-            assert len(rows) >= 1 and check_dataset(ds).problems == []
-    finally:
-        stop_server(server)
+    with private_server() as server:
+        ds = tmp_path / "ds"
+        wav = scene_file(tmp_path / "scene.wav", [say("computer")] * 3)
+        kws = Kws(["record", ds, "-k", "computer", "--takes", 3, "--negatives", 0, "--session", "s3", *COMMON], server.env)
+        kws.wait_for("recording")
+        player = server.play(wav)
+        kws.wait_for("take 2/3")
+        module = next(line.split()[0] for line in server.pactl("list", "short", "modules").splitlines() if "null-sink" in line)
+        server.pactl("unload-module", module)
+        rc, err = kws.finish()
+        player.kill()
+        player.wait()
+        assert rc == 2 and "Traceback" not in err, err
+        assert "'pulse' stopped delivering audio" in err and "--resume s3" in err
+        rows = rows_of(ds)
+        assert len(rows) >= 1 and check_dataset(ds).problems == []
 
 
 def test_dataset_under_a_file_is_not_writable(pulse, tmp_path):

@@ -9,11 +9,11 @@ import numpy as np
 import pytest
 import torch
 
-from collect.manifest import NEGATIVE, NOISE, load_rows
+from collect.manifest import NEGATIVE, NOISE, data_digest, load_rows
 from features.errors import ConfigError, ManifestError
 from train.checkpoint import load_checkpoint
 from train.config import TrainConfig
-from train.dataset import data_digest, window_geometry
+from train.dataset import window_geometry
 from train.loop import train
 
 REPO = Path(__file__).resolve().parent.parent

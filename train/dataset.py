@@ -29,7 +29,6 @@ keywords in sorted order.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -70,14 +69,6 @@ def label_names(rows: Sequence[ClipRow]) -> list[str]:
 def label_index(label: str, labels: Sequence[str]) -> int:
     """Class index of a row label (``noise`` counts as negative)."""
     return 0 if label in (NEGATIVE, NOISE) else labels.index(label)
-
-
-def data_digest(rows: Sequence[ClipRow]) -> str:
-    """sha256 over the sorted ``(path, sha256, label)`` of the rows used: identifies the training data exactly."""
-    h = hashlib.sha256()
-    for path, sha, label in sorted((r.path, r.sha256, r.label) for r in rows):
-        h.update(f"{path}\t{sha}\t{label}\n".encode("utf-8"))
-    return h.hexdigest()
 
 
 @dataclass(frozen=True)

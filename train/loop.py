@@ -51,11 +51,11 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from collect.manifest import NOISE, ClipRow, read_dataset
+from collect.manifest import NOISE, ClipRow, data_digest, read_dataset
 from features.errors import ConfigError, ManifestError
 from train.checkpoint import save_checkpoint
 from train.config import TrainConfig
-from train.dataset import Clip, WindowMaker, check_classes, data_digest, load_clips
+from train.dataset import Clip, WindowMaker, check_classes, load_clips
 from train.metrics import classification_metrics, per_accent
 from train.models import build_model, count_parameters
 from train.splits import SPLITS, assign_splits, speakers_by_split

@@ -10,7 +10,7 @@ from deploy.cli.app import app
 @app.command()
 def devices() -> None:
     """List audio input devices (index, name, host API, channels, default rate; * marks the default)."""
-    from deploy.listener import list_devices
+    from features.devices import list_devices
 
     found = list_devices()
     if not found:

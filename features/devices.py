@@ -1,0 +1,102 @@
+"""Audio input devices through sounddevice (PortAudio): list them, and find the one a user named.
+
+One module for the recorder (``collect.mic``) and the listener
+(``deploy.listener``), so both accept the same device names and say the same
+thing about a device they cannot find. sounddevice is imported only when a
+device is needed: ``kws detect`` on files works without PortAudio, and tests
+can start a sound server first.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from features.errors import DeviceError
+
+
+def sounddevice():
+    """Import sounddevice, turning a missing PortAudio library into a ``DeviceError``."""
+    try:
+        import sounddevice as sd
+    except OSError as exc:  # sounddevice raises OSError when libportaudio is missing
+        raise DeviceError(f"cannot use audio devices: PortAudio is not available ({exc})") from None
+    return sd
+
+
+@dataclass(frozen=True)
+class InputDevice:
+    """An audio input device as PortAudio reports it."""
+
+    index: int
+    name: str
+    hostapi: str
+    channels: int  # maximum input channels
+    default_rate: float  # Hz
+    is_default: bool  # PortAudio's default input device
+
+    def __str__(self) -> str:
+        return f"[{self.index}] {self.name}"
+
+
+def list_devices() -> list[InputDevice]:
+    """Every device with at least one input channel, in PortAudio's order."""
+    sd = sounddevice()
+    try:
+        devices = sd.query_devices()
+        hostapis = sd.query_hostapis()
+        default_in = sd.default.device[0]
+    except sd.PortAudioError as exc:
+        raise DeviceError(f"cannot list audio devices ({exc})") from None
+    if default_in is None or default_in < 0:
+        default_in = -1
+    out = []
+    for d in devices:
+        if d["max_input_channels"] < 1:
+            continue
+        out.append(
+            InputDevice(
+                index=int(d["index"]),
+                name=str(d["name"]),
+                hostapi=str(hostapis[d["hostapi"]]["name"]),
+                channels=int(d["max_input_channels"]),
+                default_rate=float(d["default_samplerate"]),
+                is_default=int(d["index"]) == int(default_in),
+            )
+        )
+    return out
+
+
+def find_device(device: int | str | None = None) -> InputDevice:
+    """The input device for ``device``: ``None`` (the default input), an index, or a name.
+
+    A name matches exactly first, then as a case-insensitive substring; a
+    substring that matches several devices is refused with their names, so a
+    listener never opens a device the user did not mean.
+    """
+    devices = list_devices()
+    if not devices:
+        raise DeviceError("no audio input device found (is a microphone connected, or a sound server running?)")
+    if device is None or (isinstance(device, str) and not device.strip()):
+        for d in devices:
+            if d.is_default:
+                return d
+        return devices[0]
+    if isinstance(device, str) and device.strip().isdigit():
+        device = int(device.strip())
+    if isinstance(device, int):
+        for d in devices:
+            if d.index == device:
+                return d
+        known = ", ".join(str(d) for d in devices)
+        raise DeviceError(f"no input device with index {device}; input devices: {known}")
+    exact = [d for d in devices if d.name == device]
+    if exact:
+        return exact[0]
+    wanted = device.lower()
+    matches = [d for d in devices if wanted in d.name.lower()]
+    if len(matches) == 1:
+        return matches[0]
+    if matches:
+        raise DeviceError(f"input device {device!r} is ambiguous: it matches " + ", ".join(str(d) for d in matches))
+    known = ", ".join(str(d) for d in devices)
+    raise DeviceError(f"no input device matches {device!r}; input devices: {known}")
