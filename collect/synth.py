@@ -1,4 +1,4 @@
-"""Synthetic voices: a multi-accent dataset for any wake phrase, from espeak-ng.
+"""Synthetic voices: a multi-accent dataset for any wake phrase, from espeak-ng or Piper.
 
 Each *synthetic speaker* is one voice configuration (accent voice, variant,
 base pitch, pitch range, speaking rate); it counts as a speaker for the
@@ -13,6 +13,10 @@ gives foreign-accented English. Clips are written under
 ``<dataset>/<session>/<accent>/`` with one manifest row each
 (``collect.manifest``); noise clips (generated coloured noise) are added as the
 ``noise`` label.
+
+The second engine, ``piper`` (``collect.piper_tts``), speaks the same prompts
+in the same accents with a neural voice; each engine writes its own session
+(``synth-espeak``, ``synth-piper``) so a dataset can hold both.
 
 The seed fixes voices, prompts and every parameter. espeak-ng itself adds a
 little waveform jitter (pitch flutter) that cannot be seeded, so two runs give
@@ -40,6 +44,8 @@ log = logging.getLogger("kws")
 
 ENGINE = "espeak-ng"
 SESSION = "synth-espeak"
+SESSIONS = {"espeak": SESSION, "piper": "synth-piper"}  # engine -> the session folder it writes
+DEVICES = {"espeak": ENGINE, "piper": "piper"}  # engine -> the manifest's device field
 
 # accent tag -> espeak-ng voice. Tags follow BCP 47; "en-x-<lang>" is English read by a <lang> voice.
 ACCENTS: dict[str, str] = {
@@ -122,20 +128,42 @@ def make_voices(accents: list[str], n_per_accent: int, seed: int) -> list[Voice]
     return voices
 
 
-def take(text: str, voice: Voice, rng: np.random.Generator) -> np.ndarray:
-    """One take: the speaker's voice with per-take jitter, a random gap either side, a random level."""
-    audio = synthesize(
-        text,
-        voice.voice,
-        rate=int(np.clip(voice.rate * rng.uniform(0.88, 1.12), 80, 400)),
-        pitch=int(np.clip(voice.pitch + rng.integers(-8, 9), 0, 100)),
-        pitch_range=voice.pitch_range,
-        word_gap=int(rng.integers(0, 4)),
-    )
+def take(text: str, voice, rng: np.random.Generator) -> np.ndarray:
+    """One take: the speaker's voice with per-take jitter, a random gap either side, a random level.
+
+    ``voice`` is an espeak-ng ``Voice`` or a ``collect.piper_tts.PiperSpeaker``.
+    """
+    if isinstance(voice, Voice):
+        audio = synthesize(
+            text,
+            voice.voice,
+            rate=int(np.clip(voice.rate * rng.uniform(0.88, 1.12), 80, 400)),
+            pitch=int(np.clip(voice.pitch + rng.integers(-8, 9), 0, 100)),
+            pitch_range=voice.pitch_range,
+            word_gap=int(rng.integers(0, 4)),
+        )
+    else:
+        from collect.piper_tts import speak
+
+        audio = speak(text, voice, rng)
     before, after = (int(SAMPLE_RATE * s) for s in rng.uniform(0.05, 0.35, size=2))
     audio = np.concatenate([np.zeros(before, np.float32), audio, np.zeros(after, np.float32)])
     peak = float(np.max(np.abs(audio))) or 1.0
     return audio * (10 ** (rng.uniform(-22, -2) / 20) / peak)
+
+
+def engine_voices(engine: str, accents: list[str], n_per_accent: int, seed: int) -> list:
+    """The synthetic speakers of one engine."""
+    for accent in accents:
+        if accent not in ACCENTS:
+            raise ConfigError(f"unknown accent {accent!r}; known: {', '.join(ACCENTS)}")
+    if engine == "espeak":
+        return make_voices(accents, n_per_accent, seed)
+    if engine == "piper":
+        from collect.piper_tts import make_speakers
+
+        return make_speakers({a: ACCENTS[a] for a in accents}, n_per_accent, seed)
+    raise ConfigError(f"unknown synthesis engine {engine!r}; known: {', '.join(SESSIONS)}")
 
 
 def coloured_noise(n: int, rng: np.random.Generator, exponent: float) -> np.ndarray:
@@ -167,6 +195,7 @@ def synthesize_dataset(
     n_sentences: int = 6,
     n_noise: int | None = None,
     seed: int = 0,
+    engine: str = "espeak",
     overwrite: bool = False,
     progress: bool = True,
 ) -> Path:
@@ -174,16 +203,18 @@ def synthesize_dataset(
 
     Each voice speaks the phrase ``takes_per_voice`` times, ``n_confusables``
     hard negatives and ``n_sentences`` ordinary sentences; ``n_noise`` noise
-    clips (default: one per voice) are added. Only the synthetic session folder
-    is replaced with ``overwrite``; recorded sessions beside it are never touched.
+    clips (default: one per voice) are added. ``engine`` is "espeak" or
+    "piper"; each writes its own session. Only that session folder is replaced
+    with ``overwrite``; recorded sessions beside it are never touched.
     """
     from tqdm import tqdm
 
     phrase = phrase.strip()
     slug(phrase)  # validates
     accents = list(ACCENTS) if accents is None else accents
-    voices = make_voices(accents, n_voices_per_accent, seed)
-    session_dir = Path(dataset) / SESSION
+    voices = engine_voices(engine, accents, n_voices_per_accent, seed)
+    session = SESSIONS[engine]
+    session_dir = Path(dataset) / session
     if session_dir.exists():
         if not overwrite:
             raise ConfigError(f"{session_dir} already exists; pass --overwrite to replace the synthetic session")
@@ -191,15 +222,15 @@ def synthesize_dataset(
     n_noise = len(voices) if n_noise is None else n_noise
     total = len(voices) * (takes_per_voice + n_confusables + n_sentences) + n_noise
     created = now_iso()
-    with ManifestWriter(dataset, SESSION) as writer, tqdm(total=total, desc="synthesising", unit="clip", disable=not progress) as bar:
+    with ManifestWriter(dataset, session) as writer, tqdm(total=total, desc=f"synthesising ({engine})", unit="clip", disable=not progress) as bar:
         for voice in voices:
             rng = np.random.default_rng([seed, *map(ord, voice.speaker)])
             for i, (label, kind, text) in enumerate(_prompts(phrase, rng, takes_per_voice, n_confusables, n_sentences)):
                 audio = take(text, voice, rng)
-                rel = f"{SESSION}/{voice.accent}/{voice.speaker}-{kind}-{i:03d}.wav"
+                rel = f"{session}/{voice.accent}/{voice.speaker}-{kind}-{i:03d}.wav"
                 write_clip(writer, dataset, rel, audio, ClipRow(
                     path=rel, label=label, text=text, speaker=voice.speaker, accent=voice.accent, source=voice.source,
-                    session=SESSION, device=ENGINE, sample_rate=SAMPLE_RATE, duration_s=0.0, sha256="", created=created,
+                    session=session, device=DEVICES[engine], sample_rate=SAMPLE_RATE, duration_s=0.0, sha256="", created=created,
                     kind=kind, gender=voice.gender,
                 ))
                 bar.update()
@@ -208,10 +239,10 @@ def synthesize_dataset(
             colour = ["white", "pink", "brown"][i % 3]
             audio = coloured_noise(int(SAMPLE_RATE * rng.uniform(1.0, 3.0)), rng, {"white": 0, "pink": 1, "brown": 2}[colour])
             audio *= 10 ** (rng.uniform(-45, -15) / 20)
-            rel = f"{SESSION}/noise/noise-{i:03d}.wav"
+            rel = f"{session}/noise/noise-{i:03d}.wav"
             write_clip(writer, dataset, rel, audio, ClipRow(
                 path=rel, label=NOISE, text="", speaker="noise", accent="none", source=f"generated:{colour}-noise",
-                session=SESSION, device="generated", sample_rate=SAMPLE_RATE, duration_s=0.0, sha256="", created=created, kind="noise",
+                session=session, device="generated", sample_rate=SAMPLE_RATE, duration_s=0.0, sha256="", created=created, kind="noise",
             ))
             bar.update()
     log.info("synthesised %d clips of %d voices in %d accents into %s", total, len(voices), len(accents), session_dir)

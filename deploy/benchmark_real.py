@@ -80,6 +80,7 @@ class BenchConfig:
     # collect.synth.synthesize_dataset arguments for the training data
     synth: dict = field(default_factory=lambda: {"n_voices_per_accent": 8, "takes_per_voice": 10, "n_confusables": 8,
                                                  "n_sentences": 8, "seed": 0})
+    engines: tuple = ("espeak",)  # synthesis engines of the training and held-out voices (collect.synth.SESSIONS)
     train_config: str | dict = "default.json"  # a file under configs/ (or a path), or an inline TrainConfig dict
     train_overrides: dict = field(default_factory=dict)  # applied on top of train_config
     real_negatives: bool = True  # add the rotation's training-side real folders as negatives
@@ -104,7 +105,7 @@ class BenchConfig:
         if unknown:
             raise ConfigError(f"benchmark config: unknown key(s) {', '.join(unknown)}; known: {', '.join(sorted(names))}")
         d = dict(d)
-        for key in ("read_aloud_sentences", "rotations"):
+        for key in ("read_aloud_sentences", "rotations", "engines"):
             if key in d:
                 d[key] = tuple(d[key])
         base = cls()
@@ -206,29 +207,33 @@ def _mark_done(folder: Path, params: dict) -> None:
     (folder / ".complete").write_text(json.dumps(params, sort_keys=True, default=str))
 
 
-def training_synth(cache: Path, cfg: BenchConfig, progress: bool) -> Path:
-    """The synthetic training session (``synth-espeak``), cached by its parameters; returns the dataset folder."""
+def _synth_sessions(folder: Path, engines: tuple, params: dict, progress: bool) -> Path:
+    """One synthetic session per engine in ``folder``, made once and cached by its parameters."""
     from collect.synth import synthesize_dataset
 
-    params = {"phrase": KEYWORD, **cfg.synth}
-    folder = cache / f"synth-{_digest(params)}"
     if not _done(folder):
-        synthesize_dataset(folder, overwrite=True, progress=progress, **params)
-        _mark_done(folder, params)
+        for engine in engines:
+            synthesize_dataset(folder, overwrite=True, progress=progress, engine=engine, **params)
+        _mark_done(folder, {**params, "engines": list(engines)})
     return folder
+
+
+def _engines_key(engines: tuple) -> dict:
+    """Cache-key part for the engines; empty for espeak alone so the caches made before engines existed stay valid."""
+    return {} if tuple(engines) == ("espeak",) else {"engines": list(engines)}
+
+
+def training_synth(cache: Path, cfg: BenchConfig, progress: bool) -> Path:
+    """The synthetic training sessions (``synth-espeak``, ``synth-piper``, ...); returns the dataset folder."""
+    params = {"phrase": KEYWORD, **cfg.synth}
+    return _synth_sessions(cache / f"synth-{_digest({**params, **_engines_key(cfg.engines)})}", cfg.engines, params, progress)
 
 
 def heldout_keywords(cache: Path, cfg: BenchConfig, progress: bool) -> Path:
     """Keyword takes of held-out voice configurations, for the per-accent FRR (no negatives)."""
-    from collect.synth import synthesize_dataset
-
     params = {"phrase": KEYWORD, "n_voices_per_accent": cfg.heldout_voices_per_accent, "takes_per_voice": cfg.heldout_takes,
               "n_confusables": 0, "n_sentences": 0, "n_noise": 0, "seed": cfg.seed + HELDOUT_SEED_OFFSET}
-    folder = cache / f"heldout-{_digest(params)}"
-    if not _done(folder):
-        synthesize_dataset(folder, overwrite=True, progress=progress, **params)
-        _mark_done(folder, params)
-    return folder
+    return _synth_sessions(cache / f"heldout-{_digest({**params, **_engines_key(cfg.engines)})}", cfg.engines, params, progress)
 
 
 def background_sentences(path: Path = TEXT_FILE) -> list[str]:

