@@ -69,3 +69,13 @@ def test_unknown_engine_is_a_clear_error(tmp_path):
     with pytest.raises(ConfigError, match="unknown synthesis engine 'festival'"):
         synthesize_dataset(tmp_path, "computer", accents=["en-US"], engine="festival", progress=False)
     assert not any(tmp_path.iterdir())
+
+
+def test_kws_synth_engine_option(tmp_path):
+    from test_cli_errors import assert_clean_error, run
+
+    ok = run("synth", tmp_path, "--accents", "en-GB", "--voices", "1", "--takes", "1", "--confusables", "0",
+             "--sentences", "0", "--noise", "0", "--engine", "piper")
+    assert ok.returncode == 0, ok.stderr
+    assert [r.source.split(":")[0] for r in load_rows(tmp_path)] == ["piper"]
+    assert_clean_error(run("synth", tmp_path / "other", "--engine", "festival"), "unknown synthesis engine 'festival'")

@@ -1,4 +1,4 @@
-"""``kws synth``: a multi-accent synthetic dataset for a wake phrase (espeak-ng)."""
+"""``kws synth``: a multi-accent synthetic dataset for a wake phrase (espeak-ng, or Piper's neural voice)."""
 
 from pathlib import Path
 from typing import Optional
@@ -10,7 +10,7 @@ from deploy.cli.app import app
 
 @app.command()
 def synth(
-    dataset: Optional[Path] = typer.Argument(None, help="Dataset folder; the clips go into its 'synth-espeak' session."),
+    dataset: Optional[Path] = typer.Argument(None, help="Dataset folder; the clips go into its 'synth-<engine>' session."),
     phrase: str = typer.Option("computer", "--phrase", "-p", help="Wake word or phrase."),
     accents: Optional[str] = typer.Option(None, help="Comma-separated accent tags (default: all); see --list-accents."),
     voices: int = typer.Option(6, min=1, help="Synthetic speakers per accent."),
@@ -19,6 +19,7 @@ def synth(
     sentences: int = typer.Option(6, min=0, help="Ordinary sentences per speaker."),
     noise: Optional[int] = typer.Option(None, min=0, help="Generated noise clips (default: one per speaker)."),
     seed: int = typer.Option(0, help="Seed of voices, prompts and takes."),
+    engine: str = typer.Option("espeak", help="Synthesis engine: espeak (espeak-ng, formant) or piper (neural voice; pip install -e '.[piper]'). Run twice for both."),
     overwrite: bool = typer.Option(False, help="Replace an existing synthetic session (recorded sessions are never touched)."),
     list_accents: bool = typer.Option(False, "--list-accents", help="Print the accent tags and their espeak-ng voices, then exit."),
 ) -> None:
@@ -35,7 +36,7 @@ def synth(
     chosen = [a.strip() for a in accents.split(",") if a.strip()] if accents else None
     manifest = synthesize_dataset(
         dataset, phrase, accents=chosen, n_voices_per_accent=voices, takes_per_voice=takes,
-        n_confusables=confusables, n_sentences=sentences, n_noise=noise, seed=seed, overwrite=overwrite,
+        n_confusables=confusables, n_sentences=sentences, n_noise=noise, seed=seed, engine=engine.strip().lower(), overwrite=overwrite,
     )
     typer.echo(f"manifest: {manifest}")
     typer.echo(f"check it with: kws data {dataset}")
