@@ -7,8 +7,8 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 TORCH_VERSION ?= 2.13.0
-# What the microphone test needs (a PulseAudio null sink is the microphone) besides the Python packages.
-APT_PACKAGES := pulseaudio pulseaudio-utils libportaudio2 libasound2-plugins
+# What the microphone tests (a PulseAudio null sink is the microphone) and the flite engine need besides the Python packages.
+APT_PACKAGES := pulseaudio pulseaudio-utils libportaudio2 libasound2-plugins flite
 
 .PHONY: setup system-deps demo test bench clean
 
@@ -21,14 +21,14 @@ $(BIN)/.installed: pyproject.toml
 
 setup: $(BIN)/.installed
 
-# Installs the audio system packages when they are missing and we may (root); otherwise says what is missing.
+# Installs the system packages (audio, flite) when they are missing and we may (root); otherwise says what is missing.
 system-deps:
-	@if command -v pulseaudio >/dev/null && command -v paplay >/dev/null && ldconfig -p | grep -q libportaudio; then \
+	@if command -v pulseaudio >/dev/null && command -v paplay >/dev/null && command -v flite >/dev/null && ldconfig -p | grep -q libportaudio; then \
 		echo "system packages: present"; \
 	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
 		(apt-get update -qq && apt-get install -y -qq $(APT_PACKAGES) >/dev/null) && echo "system packages: installed"; \
 	else \
-		echo "system packages missing ($(APT_PACKAGES)): the microphone tests will be skipped"; \
+		echo "system packages missing ($(APT_PACKAGES)): the microphone and flite tests will be skipped"; \
 	fi
 
 demo: setup

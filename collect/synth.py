@@ -15,8 +15,10 @@ gives foreign-accented English. Clips are written under
 ``noise`` label.
 
 The second engine, ``piper`` (``collect.piper_tts``), speaks the same prompts
-in the same accents with a neural voice; each engine writes its own session
-(``synth-espeak``, ``synth-piper``) so a dataset can hold both.
+in the same accents with a neural voice; the third, ``flite``
+(``collect.flite_tts``), with four voices made from recordings, in the two
+accents it has. Each engine writes its own session (``synth-espeak``,
+``synth-piper``, ``synth-flite``) so a dataset can hold all of them.
 
 The seed fixes voices, prompts and every parameter. espeak-ng itself adds a
 little waveform jitter (pitch flutter) that cannot be seeded, so two runs give
@@ -44,8 +46,8 @@ log = logging.getLogger("kws")
 
 ENGINE = "espeak-ng"
 SESSION = "synth-espeak"
-SESSIONS = {"espeak": SESSION, "piper": "synth-piper"}  # engine -> the session folder it writes
-DEVICES = {"espeak": ENGINE, "piper": "piper"}  # engine -> the manifest's device field
+SESSIONS = {"espeak": SESSION, "piper": "synth-piper", "flite": "synth-flite"}  # engine -> the session folder it writes
+DEVICES = {"espeak": ENGINE, "piper": "piper", "flite": "flite"}  # engine -> the manifest's device field
 
 # accent tag -> espeak-ng voice. Tags follow BCP 47; "en-x-<lang>" is English read by a <lang> voice.
 ACCENTS: dict[str, str] = {
@@ -131,7 +133,7 @@ def make_voices(accents: list[str], n_per_accent: int, seed: int) -> list[Voice]
 def take(text: str, voice, rng: np.random.Generator) -> np.ndarray:
     """One take: the speaker's voice with per-take jitter, a random gap either side, a random level.
 
-    ``voice`` is an espeak-ng ``Voice`` or a ``collect.piper_tts.PiperSpeaker``.
+    ``voice`` is an espeak-ng ``Voice``, a ``collect.piper_tts.PiperSpeaker`` or a ``collect.flite_tts.FliteSpeaker``.
     """
     if isinstance(voice, Voice):
         audio = synthesize(
@@ -143,9 +145,9 @@ def take(text: str, voice, rng: np.random.Generator) -> np.ndarray:
             word_gap=int(rng.integers(0, 4)),
         )
     else:
-        from collect.piper_tts import speak
+        from collect import flite_tts, piper_tts
 
-        audio = speak(text, voice, rng)
+        audio = (piper_tts if isinstance(voice, piper_tts.PiperSpeaker) else flite_tts).speak(text, voice, rng)
     before, after = (int(SAMPLE_RATE * s) for s in rng.uniform(0.05, 0.35, size=2))
     audio = np.concatenate([np.zeros(before, np.float32), audio, np.zeros(after, np.float32)])
     peak = float(np.max(np.abs(audio))) or 1.0
@@ -163,6 +165,11 @@ def engine_voices(engine: str, accents: list[str], n_per_accent: int, seed: int)
         from collect.piper_tts import make_speakers
 
         return make_speakers({a: ACCENTS[a] for a in accents}, n_per_accent, seed)
+    if engine == "flite":
+        from collect.flite_tts import binary, make_speakers
+
+        binary()  # refuse before writing anything when flite is not installed
+        return make_speakers(accents, n_per_accent, seed)
     raise ConfigError(f"unknown synthesis engine {engine!r}; known: {', '.join(SESSIONS)}")
 
 
@@ -204,7 +211,7 @@ def synthesize_dataset(
     Each voice speaks the phrase ``takes_per_voice`` times, ``n_confusables``
     hard negatives and ``n_sentences`` ordinary sentences; ``n_noise`` noise
     clips (default: one per voice) are added. ``engine`` is "espeak" or
-    "piper"; each writes its own session. Only that session folder is replaced
+    "piper" or "flite"; each writes its own session. Only that session folder is replaced
     with ``overwrite``; recorded sessions beside it are never touched.
     """
     from tqdm import tqdm
