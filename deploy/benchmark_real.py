@@ -207,33 +207,39 @@ def _mark_done(folder: Path, params: dict) -> None:
     (folder / ".complete").write_text(json.dumps(params, sort_keys=True, default=str))
 
 
-def _synth_sessions(folder: Path, engines: tuple, params: dict, progress: bool) -> Path:
-    """One synthetic session per engine in ``folder``, made once and cached by its parameters."""
-    from collect.synth import synthesize_dataset
+def _synth_sessions(cache: Path, kind: str, engines: tuple, params: dict, progress: bool) -> Path:
+    """A dataset folder holding one synthetic session per engine; returns the folder.
 
-    if not _done(folder):
-        for engine in engines:
-            synthesize_dataset(folder, overwrite=True, progress=progress, engine=engine, **params)
-        _mark_done(folder, {**params, "engines": list(engines)})
+    Each engine's session is made once and cached on its own (``<kind>-<engine>-<digest>``),
+    so adding an engine to a config synthesises only that engine; the
+    returned folder links the sessions it combines.
+    """
+    from collect.synth import SESSIONS, synthesize_dataset
+
+    folder = cache / f"{kind}-{_digest({**params, 'engines': list(engines)})}"
+    folder.mkdir(parents=True, exist_ok=True)
+    for engine in engines:
+        made = cache / f"{kind}-{engine}-{_digest(params)}"
+        if not _done(made):
+            synthesize_dataset(made, overwrite=True, progress=progress, engine=engine, **params)
+            _mark_done(made, {**params, "engine": engine})
+        link = folder / SESSIONS[engine]
+        if not link.is_symlink():
+            os.symlink(os.path.relpath(made / SESSIONS[engine], folder), link)
     return folder
-
-
-def _engines_key(engines: tuple) -> dict:
-    """Cache-key part for the engines; empty for espeak alone so the caches made before engines existed stay valid."""
-    return {} if tuple(engines) == ("espeak",) else {"engines": list(engines)}
 
 
 def training_synth(cache: Path, cfg: BenchConfig, progress: bool) -> Path:
     """The synthetic training sessions (``synth-espeak``, ``synth-piper``, ...); returns the dataset folder."""
     params = {"phrase": KEYWORD, **cfg.synth}
-    return _synth_sessions(cache / f"synth-{_digest({**params, **_engines_key(cfg.engines)})}", cfg.engines, params, progress)
+    return _synth_sessions(cache, "synth", cfg.engines, params, progress)
 
 
 def heldout_keywords(cache: Path, cfg: BenchConfig, progress: bool) -> Path:
     """Keyword takes of held-out voice configurations, for the per-accent FRR (no negatives)."""
     params = {"phrase": KEYWORD, "n_voices_per_accent": cfg.heldout_voices_per_accent, "takes_per_voice": cfg.heldout_takes,
               "n_confusables": 0, "n_sentences": 0, "n_noise": 0, "seed": cfg.seed + HELDOUT_SEED_OFFSET}
-    return _synth_sessions(cache / f"heldout-{_digest({**params, **_engines_key(cfg.engines)})}", cfg.engines, params, progress)
+    return _synth_sessions(cache, "heldout", cfg.engines, params, progress)
 
 
 def background_sentences(path: Path = TEXT_FILE) -> list[str]:
