@@ -453,7 +453,7 @@ def run_bench(
     """Measure ``model`` (and ``against`` engines) on one stream; return the report dict (also written to ``out_dir``)."""
     from deploy.modelfile import KwsModel
 
-    model = Path(model)
+    model = Path(model).resolve()  # the workers run in a temporary folder: a relative path would not be found there
     info = KwsModel(model).info  # fails early, with a clear message, on a file that is not ours
     unknown = sorted(set(against) - set(AGAINST_ENGINES))
     if unknown:
