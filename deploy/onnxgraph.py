@@ -171,10 +171,8 @@ class Message:
         self._replace(number, [[number, VARINT, v] for v in values])
 
     def _replace(self, number: int, new: list[list]) -> None:
-        at = next((i for i, f in enumerate(self.fields) if f[0] == number), len(self.fields))
-        rest = [f for f in self.fields if f[0] != number]
-        at = sum(1 for f in self.fields[:at] if f[0] != number)
-        self.fields = rest[:at] + new + rest[at:]
+        first = next((i for i, f in enumerate(self.fields) if f[0] == number), len(self.fields))
+        self.fields = self.fields[:first] + new + [f for f in self.fields[first:] if f[0] != number]
 
     def add(self, number: int, value: "Message | bytes | str | int") -> None:
         if isinstance(value, int):
@@ -278,13 +276,15 @@ def conv1d_as_conv2d(model_bytes: bytes) -> bytes:
 
     conv_ids = {id(n) for n in convs}
     four_d: set[str] = set()  # original names of tensors that now exist as (N, C, 1, T) under name + _SUFFIX
-    squeezed: set[str] = set()
+    squeezed: set[str] = set()  # tensors of four_d whose 3-D version exists (original, or Squeezed back)
     out_nodes: list[Message] = []
     for n in nodes:
         op = n.string(NODE_OP)
         inputs, outputs = n.strings(NODE_INPUT), n.strings(NODE_OUTPUT)
         is_conv = id(n) in conv_ids
-        agnostic = op in _SHAPE_AGNOSTIC and n.string(NODE_DOMAIN) in ("", "ai.onnx") and any(i in four_d for i in inputs) and not any(i in inits for i in inputs)
+        # Only where every input is already (N, C, 1, T): a parameter or another 3-D tensor would broadcast
+        # differently against the 4-D one, so such a node gets the 3-D tensors back instead.
+        agnostic = op in _SHAPE_AGNOSTIC and n.string(NODE_DOMAIN) in ("", "ai.onnx") and bool(inputs) and all(i in four_d for i in inputs)
         if is_conv or agnostic:
             new_inputs = list(inputs)
             for k, name in enumerate(inputs):
@@ -293,6 +293,7 @@ def conv1d_as_conv2d(model_bytes: bytes) -> bytes:
                 if name and name not in four_d:
                     out_nodes.append(reshape_node("Unsqueeze", name, name + _SUFFIX))
                     four_d.add(name)
+                    squeezed.add(name)  # its 3-D original exists already: never Squeeze it back
                 new_inputs[k] = name + _SUFFIX
             n.set_strings(NODE_INPUT, new_inputs)
             n.set_strings(NODE_OUTPUT, [o + _SUFFIX for o in outputs])

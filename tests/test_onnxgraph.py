@@ -87,3 +87,33 @@ def test_merged_graph_gives_each_model_its_own_scores(keyword_model, windows, tm
     assert np.abs(a - b).max() > 0.01  # the two models really differ
     with pytest.raises(GraphError):
         merge_models([models[0].runtime_graph()], "no_such_input", ["a/"])
+
+
+def test_rewrite_keeps_any_graph_shape_right():
+    """A tensor read by a convolution and by a 3-D op, a residual, a convolution's output as a graph output."""
+    rng = np.random.default_rng(0)
+    w1 = rng.standard_normal((6, 4, 3)).astype(np.float32)
+    w2 = rng.standard_normal((6, 1, 5)).astype(np.float32)
+    nodes = [
+        helper.make_node("Relu", ["x"], ["r"]),
+        helper.make_node("Conv", ["r", "w1"], ["c1"], pads=[1, 1]),
+        helper.make_node("ReduceMean", ["r"], ["m"], axes=[1], keepdims=1),  # r also read as 3-D
+        helper.make_node("Conv", ["c1", "w2"], ["c2"], group=6, pads=[4, 4], dilations=[2]),
+        helper.make_node("Add", ["c1", "c2"], ["sum"]),
+        helper.make_node("Tile", ["m", "reps"], ["m6"]),
+        helper.make_node("Mul", ["sum", "m6"], ["scaled"]),  # a 3-D tensor from outside the 4-D region
+    ]
+    inits = [numpy_helper.from_array(w1, "w1"), numpy_helper.from_array(w2, "w2"), numpy_helper.from_array(np.array([1, 1, 1], np.int64), "reps")]
+    value = lambda name, shape: helper.make_tensor_value_info(name, 1, shape)  # noqa: E731
+    g = helper.make_graph(nodes, "g", [value("x", [2, 4, 11])], [value("scaled", [2, 6, 11]), value("c2", [2, 6, 11]), value("m", [2, 1, 11])], initializer=inits)
+    original = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
+    original.ir_version = 8
+    raw = original.SerializeToString()
+    rewritten = conv1d_as_conv2d(raw)
+    onnx.checker.check_model(onnx.load_from_string(rewritten))
+    x = rng.standard_normal((2, 4, 11)).astype(np.float32)
+    want = open_session(raw).run(None, {"x": x})
+    got = open_session(rewritten).run(None, {"x": x})
+    assert [a.shape for a in got] == [a.shape for a in want]
+    for a, b in zip(got, want):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5)
