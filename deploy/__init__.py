@@ -4,9 +4,12 @@ The runtime (imports only numpy, onnxruntime and sounddevice, plus the numpy
 MFCC in ``features.mfcc``; a Raspberry Pi needs neither torch nor librosa):
 
 - ``deploy.modelfile``: open an exported model and read its metadata.
+- ``deploy.onnxgraph``: read and rewrite the ONNX file without the ``onnx`` package (faster
+  2-D convolutions at load, several models merged into one graph).
 - ``deploy.detector``: the streaming detector (chunks of any size in, detections out)
   and the trigger logic (smoothing, threshold, refractory period).
 - ``deploy.listener``: the detector on a live microphone through sounddevice.
+- ``deploy.multi``: several models on one MFCC front end and one merged graph.
 
 Build-time modules (may use torch, librosa, matplotlib):
 

@@ -86,7 +86,8 @@ class BenchStream:
 
     def repeated(self, min_duration_s: float) -> "BenchStream":
         """The stream played back to back until it lasts ``min_duration_s`` (a longer run steadies the CPU figure)."""
-        n = max(1, int(np.ceil(min_duration_s / max(self.duration_s, 1e-9))))
+        # The 1e-9 keeps float rounding (3 * d / d = 3.0000000000000004) from adding a whole extra copy.
+        n = max(1, int(np.ceil(min_duration_s / max(self.duration_s, 1e-9) - 1e-9)))
         if n == 1:
             return self
         events = [
@@ -275,6 +276,9 @@ def run_worker(python: str | Path, engine: str, models: list[str], raw_path: Pat
     else:
         raise KwsError(f"benchmark of {engine} printed no result")
     result["peak_rss_mib"] = result["peak_rss_kib"] / 1024
+    for key in ("rss_anon", "rss_file"):
+        kib = result.get(f"{key}_kib")
+        result[f"{key}_mib"] = None if kib is None else kib / 1024
     del usage  # includes the shell's inherited peak: see above
     return result
 
@@ -453,7 +457,7 @@ def run_bench(
     """Measure ``model`` (and ``against`` engines) on one stream; return the report dict (also written to ``out_dir``)."""
     from deploy.modelfile import KwsModel
 
-    model = Path(model)
+    model = Path(model).resolve()  # the workers run in a temporary folder: a relative path would not be found there
     info = KwsModel(model).info  # fails early, with a clear message, on a file that is not ours
     unknown = sorted(set(against) - set(AGAINST_ENGINES))
     if unknown:
@@ -565,8 +569,8 @@ def markdown(report: dict) -> str:
     if report.get("command"):
         lines += [f"Command: `{report['command']}`", ""]
     lines += [
-        "| engine | CPU s / h audio | CPU vs kws | real-time factor | chunk p50 / p99 ms | hop p50 / p99 ms | detected | median detection latency ms | false accepts | peak RSS MiB | RSS vs kws | model KiB | parameters | MMAC / s audio |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "| engine | CPU s / h audio | CPU vs kws | real-time factor | chunk p50 / p99 ms | hop p50 / p99 ms | detected | median detection latency ms | false accepts | peak RSS MiB | RSS vs kws | RSS at end: private / file MiB | model KiB | parameters | MMAC / s audio |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in report["engines"]:
         det = r["detection"][0] if r["detection"] else {}
@@ -586,6 +590,7 @@ def markdown(report: dict) -> str:
                     str(det.get("false_accepts", "n/a")),
                     _fmt(r["peak_rss_mib"]),
                     _fmt(r["rss_vs_kws"], ".2f") + "x",
+                    f"{_fmt(r.get('rss_anon_mib'))} / {_fmt(r.get('rss_file_mib'))}",
                     _fmt(r["size_bytes"] / 1024, ".0f"),
                     "n/a" if r.get("parameters") is None else f"{r['parameters']:,}",
                     _fmt(None if r.get("macs_per_s") is None else r["macs_per_s"] / 1e6, ".1f"),
@@ -593,7 +598,13 @@ def markdown(report: dict) -> str:
             )
             + " |"
         )
-    lines += ["", "Detection latency: from the end of the spoken keyword to the end of the chunk whose processing reported it.", ""]
+    lines += [
+        "",
+        "Detection latency: from the end of the spoken keyword to the end of the chunk whose processing reported it. "
+        "RSS at end: resident memory after the stream, split into what the process allocated (private) and pages of "
+        "mapped files such as shared libraries (shared with other processes; varies with the page cache).",
+        "",
+    ]
     if len(report["multi"]) > 1:
         lines += ["## Several models sharing one MFCC front end", "", "| models | CPU s / h audio | vs one model | peak RSS MiB |", "|---|---|---|---|"]
         for m in report["multi"]:

@@ -183,17 +183,29 @@ def pin_to_one_cpu() -> int | None:
         return None
 
 
-def vm_hwm_kib() -> int | None:
-    """This process's own peak resident memory (Linux ``VmHWM``): unlike ``ru_maxrss`` it never includes the
-    memory of the process it was forked from (which the kernel carries into ``ru_maxrss`` across ``exec``)."""
+def proc_status_kib(*keys: str) -> dict[str, int | None]:
+    """Memory figures (kiB) of this process from ``/proc/self/status`` (Linux; None elsewhere).
+
+    ``VmHWM``: the peak resident memory; unlike ``ru_maxrss`` it never
+    includes the memory of the process this one was forked from (which the
+    kernel carries into ``ru_maxrss`` across ``exec``). ``RssAnon`` and
+    ``RssFile``: what is resident now, split into memory the process
+    allocated itself and pages of mapped files (shared libraries). The file
+    part is shared with every other process using the same libraries and
+    depends on what the page cache already held (the kernel maps cached
+    neighbours of a faulted page too), so it moves by megabytes between runs
+    and machines while the private part does not.
+    """
+    out: dict[str, int | None] = {k: None for k in keys}
     try:
         with open("/proc/self/status") as f:
             for line in f:
-                if line.startswith("VmHWM:"):
-                    return int(line.split()[1])
+                key = line.split(":", 1)[0]
+                if key in out:
+                    out[key] = int(line.split()[1])
     except OSError:
         pass
-    return None
+    return out
 
 
 def percentiles(values_ns: list[int]) -> dict:
@@ -244,6 +256,7 @@ def run(args) -> dict:
     wall = time.perf_counter() - t1
     cpu_s = time.process_time() - c1
     usage = resource.getrusage(resource.RUSAGE_SELF)
+    mem = proc_status_kib("VmHWM", "RssAnon", "RssFile")
     audio_s = fed / SAMPLE_RATE
     hops = engine.hops_done() - hops0 if hops0 >= 0 else None
     return {
@@ -269,7 +282,9 @@ def run(args) -> dict:
         "model_files": engine.model_files(),
         "peak_rss_kib_loaded": rss_loaded,
         "peak_rss_kib": usage.ru_maxrss,
-        "vm_hwm_kib": vm_hwm_kib(),
+        "vm_hwm_kib": mem["VmHWM"],
+        "rss_anon_kib": mem["RssAnon"],
+        "rss_file_kib": mem["RssFile"],
     }
 
 

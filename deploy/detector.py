@@ -20,7 +20,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from features.mfcc import StreamingMfcc
-from deploy.modelfile import KwsModel
+from deploy.modelfile import INPUT_NAME, OUTPUT_NAME, BoundRun, KwsModel
 
 
 @dataclass(frozen=True)
@@ -51,6 +51,46 @@ def fire_indices(smoothed: np.ndarray, threshold: float, refractory_hops: int) -
             fired.append(i)
             last = i
     return np.asarray(fired, dtype=np.int64)
+
+
+def hop_counts(before: int, after: int, window: int, hop: int) -> range:
+    """Frame counts in ``(before, after]`` at which a window is scored: ``window``, ``window + hop``, ..."""
+    first = max(before + 1, window)
+    first += (-(first - window)) % hop  # the next scoring count at or after it
+    return range(first, after + 1, hop)
+
+
+class FrameBuffer:
+    """The last MFCC frames of a stream in one preallocated array, so a window is a contiguous view.
+
+    Frames are appended at the end; when the array is full, the last
+    ``window`` frames are moved to its start (one copy every ``capacity -
+    window`` frames, instead of a new array every chunk).
+    """
+
+    def __init__(self, window: int, n_mfcc: int, capacity: int | None = None):
+        self.window = window
+        self._buf = np.zeros((capacity or 4 * window, n_mfcc), np.float32)
+        self._end = 0  # frames held: _buf[:_end]
+
+    def append(self, frames: np.ndarray) -> None:
+        k = len(frames)
+        if self._end + k > len(self._buf):
+            keep = min(self.window, self._end)
+            if keep + k > len(self._buf):  # a chunk longer than the buffer: grow it
+                grown = np.zeros((2 * (keep + k), self._buf.shape[1]), np.float32)
+                grown[:keep] = self._buf[self._end - keep : self._end]
+                self._buf = grown
+            else:
+                self._buf[:keep] = self._buf[self._end - keep : self._end]
+            self._end = keep
+        self._buf[self._end : self._end + k] = frames
+        self._end += k
+
+    def window_ending(self, offset: int) -> np.ndarray:
+        """The ``window`` frames ending ``-offset`` frames before the newest one (offset 0: the newest)."""
+        end = self._end + offset
+        return self._buf[end - self.window : end]
 
 
 class Trigger:
@@ -108,11 +148,16 @@ class Detector:
     def reset(self) -> None:
         """Forget all audio, scores and refractory state: the next chunk starts a new stream."""
         self._mfcc.reset()
-        self._frames = np.zeros((0, self.info.feature_config.n_mfcc), np.float32)
+        self._frames = FrameBuffer(self.info.window_frames, self.info.feature_config.n_mfcc)
         self._n_frames = 0  # frames seen since reset
         self.triggers = [Trigger(self.threshold, self.smoothing, self.refractory_hops) for _ in self.keywords]
         self.times: list[float] = []
         self.scores: list[np.ndarray] = []
+        if not hasattr(self, "_run"):
+            window = self.info.window_frames
+            self._run = BoundRun(self.model.session, {INPUT_NAME: (1, window, self.info.feature_config.n_mfcc)}, {OUTPUT_NAME: (1, len(self.info.labels))})
+            self._window = self._run.inputs[INPUT_NAME][0]
+            self._probs = self._run.outputs[OUTPUT_NAME][0]
 
     def frame_end_time(self, frame_count: int) -> float:
         """Stream time (s) at the end of the ``frame_count``-th frame."""
@@ -121,21 +166,21 @@ class Detector:
 
     def update(self, chunk: np.ndarray) -> list[Detection]:
         """Feed audio (float32 in [-1, 1], 16 kHz mono, any length); return detections it completes."""
-        new = self._mfcc.push(chunk)
-        if len(new) == 0:
+        return self.update_frames(self._mfcc.push(chunk))
+
+    def update_frames(self, new: np.ndarray) -> list[Detection]:
+        """Feed MFCC frames ``(k, n_mfcc)`` computed elsewhere (``deploy.multi`` shares one front end)."""
+        k = len(new)
+        if k == 0:
             return []
-        window, hop = self.info.window_frames, self.info.hop_frames
-        frames = np.concatenate([self._frames, new])
-        first = self._n_frames + 1  # frame count after the first new frame
-        self._n_frames += len(new)
+        before = self._n_frames
+        self._n_frames += k
+        self._frames.append(new)
         detections = []
-        for count in range(first, self._n_frames + 1):
-            if count < window or (count - window) % hop:
-                continue
-            end = len(frames) - (self._n_frames - count)
-            probs = self.model.predict(frames[None, end - window : end])[0]
-            detections += self._score_hop(self.frame_end_time(count), probs[1:])
-        self._frames = frames[-window:]
+        for count in hop_counts(before, self._n_frames, self.info.window_frames, self.info.hop_frames):
+            self._window[:] = self._frames.window_ending(count - self._n_frames)
+            self._run()
+            detections += self._score_hop(self.frame_end_time(count), self._probs[1:])
         return detections
 
     def _score_hop(self, time_s: float, scores: np.ndarray) -> list[Detection]:

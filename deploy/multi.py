@@ -2,15 +2,19 @@
 
 A device that answers to "computer" and "lights on" should not compute the
 same MFCC frames twice. ``MultiDetector(models)`` runs one
-``features.mfcc.StreamingMfcc`` over the audio and hands the new frames to one
-``deploy.detector.Detector`` per model, so the cost of N models is one front
-end plus N small classifiers instead of N front ends; ``kws bench`` measures
-how much that saves.
+``features.mfcc.StreamingMfcc`` over the audio, and the models that see the
+same window at the same hops are merged into ONE ONNX graph
+(``deploy.onnxgraph.merge_models``: the graphs side by side, one shared
+input, one output per model), so one ONNX Runtime call per hop scores them
+all: the cost of N models is one front end, one frame buffer, one call's
+overhead and N classifiers' arithmetic. ``kws bench`` measures it.
 
 Each model keeps its own window, hop, threshold, smoothing and refractory
-period (they may differ), and its own ``Detector`` does the scoring exactly as
-it would alone: the frames it receives are the very frames its own
-``StreamingMfcc`` would have computed, so the scores and detections are
+period (they may differ; models with another window or hop form another
+group, with its own merged graph), and its own ``Detector`` turns the scores
+into detections exactly as it would alone: the windows are built from the
+very frames its own ``StreamingMfcc`` would have computed, and the merged
+graph runs each model's nodes unchanged, so the scores and detections are
 identical to separate detectors (the tests hold them to equality). The only
 requirement is that all models were trained on the same feature config; a
 model with another one is refused, naming both configs.
@@ -24,20 +28,49 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from deploy.detector import Detection, Detector
-from deploy.modelfile import KwsModel
+from deploy.detector import Detection, Detector, FrameBuffer, hop_counts
+from deploy.modelfile import INPUT_NAME, OUTPUT_NAME, BoundRun, KwsModel, open_session
 from features.errors import ModelError
 from features.mfcc import StreamingMfcc
 
 
-class _SharedFrames:
-    """Stands in for a detector's own ``StreamingMfcc``: hands over frames the shared one has computed."""
+class _Group:
+    """Models with the same window and hop, scored together by one merged graph in one session."""
+
+    def __init__(self, detectors: list[Detector]):
+        from deploy.onnxgraph import merge_models
+
+        self.detectors = detectors
+        info = detectors[0].info
+        self.window, self.hop = info.window_frames, info.hop_frames
+        prefixes = [f"m{i}/" for i in range(len(detectors))]
+        merged = merge_models([d.model.runtime_graph() for d in detectors], INPUT_NAME, prefixes)
+        session = open_session(merged, detectors[0].model.num_threads)
+        n_mfcc = info.feature_config.n_mfcc
+        self.outputs = [p + OUTPUT_NAME for p in prefixes]
+        self.run = BoundRun(session, {INPUT_NAME: (1, self.window, n_mfcc)}, {o: (1, len(d.info.labels)) for o, d in zip(self.outputs, detectors)})
+        self._window = self.run.inputs[INPUT_NAME][0]
+        self._scores = [self.run.outputs[o][0, 1:] for o in self.outputs]  # views: filled in place by every run
+        self.reset()
 
     def reset(self) -> None:
-        pass
+        self.frames = FrameBuffer(self.window, self._window.shape[1])
+        self.n_frames = 0
 
-    def push(self, frames: np.ndarray) -> np.ndarray:
-        return frames
+    def update_frames(self, new: np.ndarray) -> list[Detection]:
+        before = self.n_frames
+        self.n_frames += len(new)
+        self.frames.append(new)
+        detections: list[Detection] = []
+        for det in self.detectors:
+            det._n_frames = self.n_frames  # what each detector would have counted alone
+        for count in hop_counts(before, self.n_frames, self.window, self.hop):
+            self._window[:] = self.frames.window_ending(count - self.n_frames)
+            self.run()
+            time_s = self.detectors[0].frame_end_time(count)
+            for det, scores in zip(self.detectors, self._scores):
+                detections += det._score_hop(time_s, scores)
+        return detections
 
 
 class MultiDetector:
@@ -65,9 +98,21 @@ class MultiDetector:
         self.models = models
         self.feature_config = cfg
         self.detectors = [Detector(m, **detector_options) for m in models]
-        for det in self.detectors:
-            det._mfcc = _SharedFrames()  # the detector's update() now consumes frames computed below, once
         self._mfcc = StreamingMfcc(cfg)
+        by_shape: dict[tuple[int, int], list[Detector]] = {}
+        for det in self.detectors:
+            by_shape.setdefault((det.info.window_frames, det.info.hop_frames), []).append(det)
+        self._groups: list = []  # a _Group per window and hop, or a lone Detector (fed frames directly)
+        for dets in by_shape.values():
+            self._groups += self._group(dets) if len(dets) > 1 else dets
+
+    @staticmethod
+    def _group(dets: list[Detector]) -> list:
+        """One merged session for these detectors, or the detectors themselves if their graphs cannot be merged."""
+        try:
+            return [_Group(dets)]
+        except Exception:  # a graph merge_models cannot read, or one ONNX Runtime refuses: each model runs alone
+            return dets
 
     @property
     def keywords(self) -> tuple[str, ...]:
@@ -79,6 +124,8 @@ class MultiDetector:
         self._mfcc.reset()
         for det in self.detectors:
             det.reset()
+        for group in self._groups:
+            group.reset()
 
     def update(self, chunk: np.ndarray) -> list[Detection]:
         """Feed audio (float32, 16 kHz mono, any length); return every model's detections it completes."""
@@ -86,8 +133,8 @@ class MultiDetector:
         if len(frames) == 0:
             return []
         detections: list[Detection] = []
-        for det in self.detectors:
-            detections += det.update(frames)
+        for group in self._groups:
+            detections += group.update_frames(frames)
         detections.sort(key=lambda d: d.time_s)
         return detections
 

@@ -93,23 +93,35 @@ class Mfcc:
         self.window = analysis_window(cfg).astype(np.float32)
         self.mel = mel_filterbank(cfg).T.astype(np.float32)  # (n_bins, n_mels)
         self.dct = dct_matrix(cfg.n_mfcc, cfg.n_mels).T.astype(np.float32)  # (n_mels, n_mfcc)
+        self.dct_db = (10.0 * self.dct).astype(np.float32)  # 10 * log10 folded into the DCT (it is linear)
         self.log_amin = np.float32(cfg.amin)
 
     def frames_to_mfcc(self, frames: np.ndarray) -> np.ndarray:
-        """Raw frames ``(..., n_fft)`` to MFCC ``(..., n_mfcc)``."""
+        """Raw frames ``(..., n_fft)`` to MFCC ``(..., n_mfcc)``.
+
+        Written for few numpy calls: the streaming detector calls it every
+        chunk on about ten frames, where each call's overhead costs more than
+        its arithmetic.
+        """
         spectrum = np.fft.rfft(frames * self.window, axis=-1)
-        power = (spectrum.real**2 + spectrum.imag**2).astype(np.float32)
-        mel = power @ self.mel
-        log_mel = 10.0 * np.log10(np.maximum(mel, self.log_amin))
-        return (log_mel @ self.dct).astype(np.float32, copy=False)
+        power = np.abs(spectrum)  # |X|, then squared in place: two calls and one array for the power spectrum
+        np.square(power, out=power)
+        mel = power.astype(np.float32, copy=False) @ self.mel
+        np.maximum(mel, self.log_amin, out=mel)
+        np.log10(mel, out=mel)
+        return (mel @ self.dct_db).astype(np.float32, copy=False)
 
     def __call__(self, y: np.ndarray) -> np.ndarray:
         y = np.asarray(y, dtype=np.float32)
         n_frames = self.cfg.n_frames(y.shape[-1])
         if n_frames == 0:
             return np.zeros(y.shape[:-1] + (0, self.cfg.n_mfcc), np.float32)
-        frames = np.lib.stride_tricks.sliding_window_view(y, self.cfg.n_fft, axis=-1)
-        frames = frames[..., :: self.cfg.hop_length, :][..., :n_frames, :]
+        # Frame t is y[..., t * hop : t * hop + n_fft]: a strided view, no copy (as_strided is the cheapest way
+        # to build it; the shape and strides below stay inside y).
+        step = y.strides[-1]
+        frames = np.lib.stride_tricks.as_strided(
+            y, y.shape[:-1] + (n_frames, self.cfg.n_fft), y.strides[:-1] + (self.cfg.hop_length * step, step), writeable=False
+        )
         return self.frames_to_mfcc(frames)
 
 
@@ -128,15 +140,24 @@ class StreamingMfcc:
 
     def reset(self) -> None:
         """Forget all buffered audio."""
-        self._pending = np.zeros(0, np.float32)
+        self._buf = np.zeros(4 * self.cfg.n_fft, np.float32)  # grows for chunks longer than it
+        self._n = 0  # samples held, not yet consumed by a complete frame: _buf[:_n]
 
     def push(self, chunk: np.ndarray) -> np.ndarray:
         """Add samples; return the frames they complete, shape ``(k, n_mfcc)``."""
-        buf = np.concatenate([self._pending, np.asarray(chunk, np.float32).reshape(-1)])
-        n_frames = self.cfg.n_frames(len(buf))
+        chunk = np.asarray(chunk, np.float32).reshape(-1)
+        n = self._n + len(chunk)
+        if n > len(self._buf):
+            grown = np.zeros(2 * n, np.float32)
+            grown[: self._n] = self._buf[: self._n]
+            self._buf = grown
+        self._buf[self._n : n] = chunk
+        self._n = n
+        n_frames = self.cfg.n_frames(n)
         if n_frames == 0:
-            self._pending = buf
             return np.zeros((0, self.cfg.n_mfcc), np.float32)
-        feats = self._mfcc(buf[: self.cfg.samples_for_frames(n_frames)])
-        self._pending = buf[n_frames * self.cfg.hop_length :]
+        feats = self._mfcc(self._buf[: self.cfg.samples_for_frames(n_frames)])
+        consumed = n_frames * self.cfg.hop_length
+        self._buf[: n - consumed] = self._buf[consumed:n]  # the samples of frames still to come (< n_fft)
+        self._n = n - consumed
         return feats

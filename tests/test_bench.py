@@ -21,7 +21,7 @@ from features.errors import AudioError, ConfigError, KwsError, ModelError
 
 ENGINE_FIELDS = [
     "cpu_s_per_hour", "rtf", "chunk_latency_ms", "hop_latency_ms", "peak_rss_mib", "size_bytes", "parameters",
-    "macs_per_s", "detection", "load_wall_s", "audio_s", "cpu_vs_kws", "rss_vs_kws",
+    "macs_per_s", "detection", "load_wall_s", "audio_s", "cpu_vs_kws", "rss_vs_kws", "rss_anon_mib", "rss_file_mib",
 ]
 
 
@@ -66,6 +66,9 @@ def test_report_has_every_field_with_sane_values(report, short_stream, keyword_m
     assert ours["hop_latency_ms"]["n"] > 0
     assert ours["hops"] == pytest.approx(short_stream.duration_s / hop_s, abs=2)
     assert 10 < ours["peak_rss_mib"] < 2000
+    # What is resident at the end (private + file pages) cannot exceed the peak; both parts exist.
+    assert ours["rss_anon_mib"] > 1 and ours["rss_file_mib"] > 1
+    assert ours["rss_anon_mib"] + ours["rss_file_mib"] <= ours["vm_hwm_kib"] / 1024 + 0.5
     assert ours["size_bytes"] > 1000
     assert ours["parameters"] > 1000
     assert ours["model_macs_per_s"] > 0 and ours["feature_macs_per_s"] > 0

@@ -67,7 +67,7 @@ def test_detections_and_scores_do_not_depend_on_chunk_size(keyword_model, short_
     audio, segments = short_stream
     model = KwsModel(keyword_model)
     results = {}
-    for chunk in (1, 160, 1000, 4000):
+    for chunk in (1, 160, 1000, 4000, len(audio)):  # the whole signal at once: the buffers grow
         detector = Detector(model, record_scores=True)
         detections = detector.process(audio, chunk_size=chunk)
         results[chunk] = (detections, np.array(detector.times), np.stack(detector.scores))

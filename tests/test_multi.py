@@ -63,13 +63,15 @@ def test_shared_features_give_identical_scores(keyword_model, stream, tmp_path):
         _scores(other_chunks, stream, [1600])
         assert other_chunks.times == alone.times
         assert np.allclose(np.stack(other_chunks.scores), np.stack(alone.scores), atol=1e-5)
-    # The two models really do score at different hops, from the same frames.
+    # The two models really do score at different hops, from the same frames (so in two groups).
     assert len(multi.detectors[1].times) > len(multi.detectors[0].times)
+    assert len(multi._groups) == 2
 
 
 def test_detections_equal_separate_detectors(keyword_model, stream, tmp_path):
     other = _variant(keyword_model, tmp_path / "low.onnx", threshold="0.05")
     multi = MultiDetector([str(keyword_model), str(other)])
+    assert [len(g.detectors) for g in multi._groups] == [2]  # same window and hop: one merged graph, one call per hop
     got = multi.process(stream, chunk_size=1024)
     want = sorted(Detector(KwsModel(keyword_model)).process(stream, 1024) + Detector(KwsModel(other)).process(stream, 1024), key=lambda d: d.time_s)
     assert [(d.keyword, d.time_s, d.score) for d in got] == [(d.keyword, d.time_s, d.score) for d in want]
