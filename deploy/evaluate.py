@@ -27,6 +27,11 @@ model's metadata at training time); ``split="all"`` takes every row, for a
 dataset the model never saw. Rows whose audio cannot be read are listed in
 the report and skipped. Labels the model does not know count as "negative".
 
+Error analysis that feeds collection: the worst misses and false accepts
+are cut out to WAV files (``deploy.error_clips``), and the per-accent
+intervals become a number of speakers still to record and advice on what to
+record next (``deploy.advice``).
+
 Plots and Markdown live in ``deploy.report``; this module only computes.
 """
 

@@ -24,7 +24,8 @@ def eval_command(
     context: float = typer.Option(0.5, "--context", help="Seconds of audio kept either side of each cut."),
     ci_target: float = typer.Option(5.0, "--ci-target", help="Half-width, in percentage points, of the per-accent FRR interval to plan speakers for."),
 ) -> None:
-    """Evaluate MODEL on DATASET: clip metrics, FRR and false accepts per hour on a long stream, per accent; refresh the model card."""
+    """Evaluate MODEL on DATASET: clip metrics, FRR and false accepts per hour on a long stream, per accent; the worst
+    errors cut out to listen to, the speakers each accent still needs, and what to record next; refresh the model card."""
     from deploy.evaluate import evaluate
     from deploy.report import ACCENT_HEADER, accent_rows, headline
 
@@ -51,5 +52,5 @@ def eval_command(
         for a in report["advice"]:
             typer.echo(f"  - {a['text']}")
     files = report["files"]
-    typer.echo(f"report: {files['markdown']} (+ report.json, det.png, accent_frr.png, confusion.png in {out})")
+    typer.echo(f"report: {files['markdown']} (+ report.json, det.png, accent_frr.png, confusion.png, errors/ in {out})")
     typer.echo(f"model card: {files['model_card']}")
