@@ -208,7 +208,7 @@ def _confusable_advice(report: dict) -> list[dict]:
 def _condition_advice(report: dict, plan: dict) -> list[dict]:
     out = []
     e = report.get("errors") or {}
-    kws = [k for k in e.get("keywords", []) if k.get("snr_db") is not None and k["snr_db"] != float("-inf")]
+    kws = [k for k in e.get("keywords", []) if k.get("snr_db") is not None]
     if len(kws) >= 6 and any(not k["hit"] for k in kws):
         cut = sorted(k["snr_db"] for k in kws)[len(kws) // 3]
         low = [k for k in kws if k["snr_db"] < cut]

@@ -70,7 +70,7 @@ def keyword_snr(clips, snr_db: float) -> dict[str, float]:
     out = {}
     for path, audio in trimmed.items():
         p = speech_power([audio])
-        out[path] = round(snr_db + 10 * math.log10(p / mean), 2) if p > 0 and mean > 0 else float("-inf")
+        out[path] = round(snr_db + 10 * math.log10(p / mean), 2) if p > 0 and mean > 0 else None  # JSON has no -inf
     return out
 
 
@@ -155,7 +155,7 @@ def source_of(event: Event | None, rows_by_path: dict) -> dict:
 
 def background_at(t: float, events: list[Event], tolerance_after_s: float) -> Event | None:
     """The background clip a detection at ``t`` heard: the latest one that started before ``t`` and ended at most
-    ``tolerance_after_s`` before it (the same rule as ``deploy.evaluate._attribute``)."""
+    ``tolerance_after_s`` before it (also the rule of the per-accent stream false-accept counts)."""
     near = [e for e in events if not e.is_keyword and e.start_s <= t <= e.end_s + tolerance_after_s]
     return max(near, key=lambda e: e.start_s) if near else None
 

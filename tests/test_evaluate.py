@@ -181,15 +181,37 @@ def test_cli_eval(keyword_model, tiny_dataset, tmp_path):
 
 
 @pytest.fixture(scope="module")
-def loose(tiny_run, tiny_dataset, tmp_path_factory):
-    """The tiny run exported at threshold 0.3 and evaluated: low enough that the stream has false accepts to cut
-    out, while the tiny model still misses some keywords in the noisy stream."""
+def errors(evaluated, tiny_run, tiny_dataset, tmp_path_factory):
+    """Evaluations with errors to cut out: ``{"miss": (report, out), "fa": (report, out)}``.
+
+    The tiny model's training varies a little between sessions (espeak-ng
+    jitters its waveforms), so a fixed threshold may give no false accept or
+    no miss. The thresholds are read off the DET curve of ``evaluated``,
+    which replays the very stream these evaluations rebuild (same clips,
+    seed, length and SNR; ``test_replayed_threshold_agrees_with_the_live_detector``):
+    one threshold with both misses and false accepts if there is one, else
+    the highest with false accepts and the lowest with misses.
+    """
     from deploy.export import export_model
 
-    out = tmp_path_factory.mktemp("loose")
-    model = export_model(tiny_run.checkpoint, out / "model.onnx", threshold=0.3)
-    report = evaluate(model, tiny_dataset, out / "eval", background_minutes=1.0, seed=0, progress=False, top=4, context_s=0.5)
-    return report, out / "eval"
+    det = evaluated[0]["det"]
+    both = [p for p in det if p["frr"] > 0 and p["false_accepts"] > 0]
+    if both:
+        chosen = {"miss": max(both, key=lambda p: min(p["false_accepts"], p["frr"] * 100))["threshold"]}
+        chosen["fa"] = chosen["miss"]
+    else:
+        chosen = {"fa": max(p["threshold"] for p in det if p["false_accepts"] > 0),
+                  "miss": min(p["threshold"] for p in det if p["frr"] > 0)}
+    out, done = {}, {}
+    for key, threshold in chosen.items():
+        if threshold not in done:
+            folder = tmp_path_factory.mktemp(f"errors-{key}")
+            model = export_model(tiny_run.checkpoint, folder / "model.onnx", threshold=threshold)
+            report = evaluate(model, tiny_dataset, folder / "eval", background_minutes=1.0, seed=0, progress=False,
+                              top=4, context_s=0.5)
+            done[threshold] = (report, folder / "eval")
+        out[key] = done[threshold]
+    return out
 
 
 def _placed(cut: np.ndarray, cut_start_s: float, clip: np.ndarray, clip_start_s: float, search: int = 1600):
@@ -208,13 +230,13 @@ def _placed(cut: np.ndarray, cut_start_s: float, clip: np.ndarray, clip_start_s:
     return int(np.argmax(corr)) - search, gain
 
 
-def test_worst_misses_are_cut_from_the_stream(loose, tiny_dataset):
+def test_worst_misses_are_cut_from_the_stream(errors, tiny_dataset):
     from deploy.streams import trim_silence
     from features.audio import load_audio
 
-    report, out = loose
+    report, out = errors["miss"]
     misses = report["errors"]["stream_misses"]
-    assert misses, "the tiny model at 0.3 is expected to miss some keywords in the 10 dB stream"
+    assert misses and report["stream"]["misses"], "the threshold was chosen for misses on this very stream"
     assert len(misses) <= 4 and [m["rank"] for m in misses] == list(range(1, len(misses) + 1))
     assert [m["peak_score"] for m in misses] == sorted(m["peak_score"] for m in misses)  # furthest below first
     assert {m["path"] for m in misses} <= set(report["stream"]["missed"])
@@ -234,14 +256,14 @@ def test_worst_misses_are_cut_from_the_stream(loose, tiny_dataset):
         assert abs(shift) <= 2 and 0.5 < gain < 1.5, (m, shift, gain)
 
 
-def test_worst_false_accepts_are_cut_where_the_detection_was(loose, tiny_dataset):
+def test_worst_false_accepts_are_cut_where_the_detection_was(errors, tiny_dataset):
     from deploy.modelfile import KwsModel
     from deploy.streams import trim_silence
     from features.audio import load_audio
 
-    report, out = loose
+    report, out = errors["fa"]
     fas = report["errors"]["stream_false_accepts"]
-    assert fas, "the tiny model at threshold 0.3 is expected to fire on the stream's sentences"
+    assert fas, "the threshold was chosen for false accepts on this very stream"
     assert [f["score"] for f in fas] == sorted((f["score"] for f in fas), reverse=True)
     assert all(f["score"] >= f["threshold"] for f in fas)
     info = KwsModel(report["model"]["path"]).info
@@ -270,26 +292,27 @@ def test_worst_false_accepts_are_cut_where_the_detection_was(loose, tiny_dataset
     assert sum(v["false_accepts"] for v in sources["by_kind"].values()) == report["stream"]["false_accepts"]
 
 
-def test_clip_errors_are_the_clips_themselves(loose, tiny_dataset):
+def test_clip_errors_are_the_clips_themselves(errors, tiny_dataset):
     from features.audio import load_audio
 
-    report, out = loose
+    report, out = errors["fa"]
     e = report["errors"]
     for item in e["clip_misses"] + e["clip_false_accepts"]:
         written, original = load_audio(out / item["file"]), load_audio(tiny_dataset / item["path"])
         assert len(written) == len(original) and np.max(np.abs(written - original)) <= 1.5 / 32768
     fired = {r["path"] for r in report["clip_results"] if r["truth"] == "negative" and r["predicted"] != "negative"}
-    assert e["clip_false_accepts"] and {f["path"] for f in e["clip_false_accepts"]} <= fired
+    assert {f["path"] for f in e["clip_false_accepts"]} <= fired
     assert len(e["clip_false_accepts"]) == min(4, len(fired))
     on_disk = sorted(p.name for p in (out / "errors").glob("*.wav"))
     assert on_disk == sorted(x["file"].split("/")[1] for k in ("stream_misses", "clip_misses", "stream_false_accepts",
                                                                "clip_false_accepts") for x in e[k])
 
 
-def test_report_tables_and_advice_follow_the_numbers(loose):
-    report, out = loose
+def test_report_tables_and_advice_follow_the_numbers(errors):
+    report, out = errors["fa"]
     md = (out / "report.md").read_text()
-    for heading in ("### Speakers needed per accent", "## Worst misses", "## Worst false accepts", "## What to record next"):
+    assert "## Worst misses" in (errors["miss"][1] / "report.md").read_text()
+    for heading in ("### Speakers needed per accent", "## Worst false accepts", "## What to record next"):
         assert heading in md
     assert md.rstrip().split("\n## ")[-1].startswith("What to record next")  # the report ends with the advice
     assert "[^speakers]:" in md and "DE = 1 + (m − 1)ρ" in md
