@@ -27,6 +27,11 @@ model's metadata at training time); ``split="all"`` takes every row, for a
 dataset the model never saw. Rows whose audio cannot be read are listed in
 the report and skipped. Labels the model does not know count as "negative".
 
+Error analysis that feeds collection: the worst misses and false accepts
+are cut out to WAV files (``deploy.error_clips``), and the per-accent
+intervals become a number of speakers still to record and advice on what to
+record next (``deploy.advice``).
+
 Plots and Markdown live in ``deploy.report``; this module only computes.
 """
 
@@ -40,7 +45,9 @@ from pathlib import Path
 import numpy as np
 
 from collect.manifest import NEGATIVE, NOISE, ClipRow, data_digest, read_dataset
+from deploy.advice import DEFAULT_CI_TARGET, accent_plan, advise, check_ci_target
 from deploy.detector import Detector, fire_indices, smooth
+from deploy.error_clips import DEFAULT_CONTEXT_S, DEFAULT_TOP, background_at, check_options, cut_errors
 from deploy.modelfile import KwsModel
 from deploy.stats import classification_metrics, confusion_matrix, rate_per_hour, wilson_interval
 from deploy.streams import Event, StreamClip, build_stream, match_detections
@@ -156,6 +163,7 @@ def clip_pass(model: KwsModel, clips: list[EvalClip], progress: bool = True) -> 
         scores = smooth(np.stack(detector.scores), detector.smoothing) if detector.scores else np.zeros((1, len(info.keywords)))
         results.append({
             "path": clip.row.path, "speaker": clip.row.speaker, "accent": clip.row.accent, "label": clip.row.label,
+            "kind": clip.row.kind, "text": clip.row.text,
             "truth": info.labels[clip.truth], "predicted": info.labels[predicted],
             "max_score": round(float(scores.max()), 4),
         })
@@ -185,11 +193,16 @@ class StreamRun:
     scores: np.ndarray  # (n_hops, n_keywords) raw model scores
     detections: list  # live detections of the detector, at the model's threshold
     seconds: float  # wall time of the detector over the stream
+    audio: np.ndarray | None = None  # the stream itself, when asked for (to cut errors out of it)
 
 
 def stream_pass(model: KwsModel, clips: list[EvalClip], *, background_minutes: float, snr_db: float, seed: int,
-                progress: bool = True) -> StreamRun:
-    """Build the evaluation stream and run it through one detector, recording every hop's scores."""
+                progress: bool = True, keep_audio: bool = False) -> StreamRun:
+    """Build the evaluation stream and run it through one detector, recording every hop's scores.
+
+    ``keep_audio`` keeps the stream in the result, for cutting errors out of
+    it; off by default because a benchmark's two-hour stream is half a gigabyte.
+    """
     from tqdm import tqdm
 
     info = model.info
@@ -219,7 +232,8 @@ def stream_pass(model: KwsModel, clips: list[EvalClip], *, background_minutes: f
             bar.update(round((i + len(part)) / rate) - bar.n)
     seconds = time.perf_counter() - start
     scores = np.stack(detector.scores) if detector.scores else np.zeros((0, len(info.keywords)), np.float32)
-    return StreamRun(events, len(audio) / rate, np.asarray(detector.times), scores, detections, seconds)
+    return StreamRun(events, len(audio) / rate, np.asarray(detector.times), scores, detections, seconds,
+                     audio if keep_audio else None)
 
 
 def match_all(detections_by_keyword: dict[str, list[float]], events: list[Event]) -> tuple[list[int], list[float]]:
@@ -272,8 +286,7 @@ def _attribute(times: list[float], events: list[Event]) -> list[dict]:
     """Which background speech each false accept happened during (or just after), for per-accent counts."""
     out = []
     for t in times:
-        near = [e for e in events if not e.is_keyword and e.start_s <= t <= e.end_s + TOLERANCE_AFTER_S]
-        e = max(near, key=lambda e: e.start_s) if near else None
+        e = background_at(t, events, TOLERANCE_AFTER_S)
         out.append({"time_s": round(t, 3), "accent": e.accent if e and e.label != NOISE else UNATTRIBUTED,
                     "speaker": e.speaker if e else "", "path": e.path if e else ""})
     return out
@@ -352,8 +365,16 @@ def evaluate(
     snr_db: float = 10.0,
     seed: int = 0,
     progress: bool = True,
+    top: int = DEFAULT_TOP,
+    context_s: float = DEFAULT_CONTEXT_S,
+    ci_target: float = DEFAULT_CI_TARGET,
 ) -> dict:
     """Evaluate an exported model on ``dataset``; write the report files into ``out_dir`` and refresh the model card.
+
+    Error analysis (``deploy.error_clips``, ``deploy.advice``): the ``top``
+    worst misses and false accepts are cut out to ``out_dir/errors/`` with
+    ``context_s`` seconds either side; per accent, the speakers needed for an
+    FRR interval of half-width ``ci_target``; and advice on what to record next.
 
     Returns the report dict (also written as ``out_dir/report.json``).
     """
@@ -362,6 +383,8 @@ def evaluate(
 
     if not background_minutes > 0:
         raise ConfigError(f"background_minutes must be positive, got {background_minutes}")
+    check_options(top, context_s)
+    check_ci_target(ci_target)
     started = time.perf_counter()
     model_path, dataset, out_dir = Path(model_path), Path(dataset), Path(out_dir)
     model = KwsModel(model_path)
@@ -379,7 +402,8 @@ def evaluate(
     clip_seconds = time.perf_counter() - t
     clips_report = clip_metrics(clip_results, info.labels)
 
-    run = stream_pass(model, clips, background_minutes=background_minutes, snr_db=snr_db, seed=seed, progress=progress)
+    run = stream_pass(model, clips, background_minutes=background_minutes, snr_db=snr_db, seed=seed, progress=progress,
+                      keep_audio=True)
     refractory_hops = int(round(info.refractory_s / info.hop_s))
     live = {k: [d.time_s for d in run.detections if d.keyword == k] for k in info.keywords}
     hits, fa_times = match_all(live, run.events)
@@ -390,6 +414,9 @@ def evaluate(
     attributed = _attribute(fa_times, run.events)
     curve = det_curve(run, info, refractory_hops, info.smoothing)
     per_accent, per_speaker = breakdown(clip_results, run.events, hits, attributed)
+    errors = cut_errors(run, info, clips, clip_results, hits, snr_db=snr_db, top=top, context_s=context_s,
+                        tolerance_after_s=TOLERANCE_AFTER_S, out_dir=out_dir)
+    run.audio = None  # minutes of audio; nothing after this needs it
     noise_results = [r for r in clip_results if r["label"] == NOISE]
     noise_fires = sum(r["predicted"] != NEGATIVE for r in noise_results)
 
@@ -399,6 +426,9 @@ def evaluate(
             "path": str(model_path), "data_digest": info.data_digest, "labels": list(info.labels),
             "threshold": info.threshold, "smoothing": info.smoothing, "refractory_s": info.refractory_s,
             "window_s": info.window_s, "hop_s": info.hop_s, "training_dataset": info.metadata.get("dataset"),
+            "calibration": info.metadata.get("calibration"),
+            "training_accents": sorted(a for a, c in (info.metadata.get("data_counts") or {}).items()
+                                       if (c.get("train") or {}).get("keyword")),
         },
         "seed": seed,
         "selection": selection,
@@ -421,7 +451,10 @@ def evaluate(
         "noise_clips": {"n": len(noise_results), "false_fires": noise_fires, "far_ci": _ci(noise_fires, len(noise_results))},
         "clip_results": clip_results,
         "timing": {"clip_pass_s": clip_seconds, "stream_pass_s": run.seconds},
+        "errors": errors,
     }
+    report["collection"] = accent_plan(per_speaker, per_accent, ci_target)
+    report["advice"] = advise(report, report["collection"])
     report["timing"]["total_s"] = time.perf_counter() - started
     report["files"] = {"model_card": str(card_path(model_path))}
     write_report(report, out_dir)  # adds the report's own files to report["files"]

@@ -8,8 +8,10 @@ SSH and on a headless Raspberry Pi).
 Files written into the output folder:
 
 - ``report.json``: the whole report dict;
-- ``report.md``: headline, per-accent and per-speaker tables, confusion
-  matrix, DET operating points, misses and skipped files;
+- ``report.md``: headline, per-accent and per-speaker tables, the speakers
+  each accent still needs, confusion matrix, DET operating points, the worst
+  misses and false accepts (with links to their audio under ``errors/``),
+  skipped files, and, last, what to record next;
 - ``det.png``: DET curve, FRR against false accepts per hour (log axis);
 - ``accent_frr.png``: FRR per accent with 95% confidence intervals;
 - ``confusion.png``: the clip-level confusion matrix.
@@ -23,6 +25,8 @@ import tempfile
 from pathlib import Path
 
 import numpy as np
+
+from deploy.advice import KIND_WORDS
 
 FILES = {"json": "report.json", "markdown": "report.md", "det": "det.png", "accent_frr": "accent_frr.png", "confusion": "confusion.png"}
 
@@ -117,6 +121,7 @@ def markdown(report: dict) -> str:
         a, r = worst[0]
         lines += [f"Highest FRR: **{a}** ({_pct(r['frr'])} of {r['n_keyword']} keywords); with "
                   f"{r['n_speakers']} speaker(s), the interval says how much that can be trusted.", ""]
+    lines += _collection_section(report)
     speakers = report.get("per_speaker", {})
     if speakers:
         lines += ["## Per speaker", ""]
@@ -140,10 +145,93 @@ def markdown(report: dict) -> str:
         lines += ["## Stream false accepts", ""]
         lines += [f"- {fa['time_s']:.2f} s during {fa['accent']}" + (f" (`{fa['path']}`)" if fa["path"] else "") for fa in s["false_accept_times"][:50]]
         lines.append("")
+    lines += _errors_section(report)
     if report.get("skipped"):
         lines += ["## Skipped", ""] + [f"- `{x['path']}`: {x['reason']}" for x in report["skipped"]] + [""]
     lines += ["## Files", ""] + [f"- {k}: `{v}`" for k, v in report.get("files", {}).items()] + [""]
+    if "advice" in report:
+        lines += ["## What to record next", ""]
+        lines += [f"- {a['text']}" for a in report["advice"]] or ["- Nothing stands out: no accent, background or condition is worse than the others beyond chance, and every interval is within the target."]
+        lines.append("")
     return "\n".join(lines)
+
+
+def _collection_section(report: dict) -> list[str]:
+    """Per accent: the FRR interval allowing for speakers, and how many more speakers would narrow it to the target."""
+    plan = report.get("collection")
+    if not plan or not plan["accents"]:
+        return []
+    h = 100 * plan["target_half_width"]
+    rows = [[a, r["n_speakers"], f"{r['takes_per_speaker']:g}", _pct(r["frr"]), _ci_pts(report["per_accent"][a]["frr_ci"]),
+             _ci_pts(r["frr_ci_speakers"]), f"{r['design_effect']:.2f}", r["speakers_needed"], r["more_speakers"]]
+            for a, r in plan["accents"].items()]
+    icc = "could not be estimated" if plan["icc_estimate"] is None else f"was estimated at {plan['icc_estimate']:.2f}"
+    return ["### Speakers needed per accent", "",
+            f"How many speakers of each accent would bring the FRR interval within ±{h:g} points[^speakers].", ""] + _table(
+        ["accent", "speakers", "takes each", "FRR", "95% CI, takes independent", "95% CI, allowing for speakers",
+         "design effect", f"speakers for ±{h:g} pts", "more to record"], rows) + ["",
+        f"[^speakers]: Takes of one speaker are correlated, so speakers, not takes, are the unit. The intraclass "
+        f"correlation ρ of misses between takes of one speaker (one-way ANOVA estimator, speakers nested in accents, over "
+        f"all test speakers) {icc}; the plan uses ρ = {plan['icc']:.2f} (never below {plan['icc_floor']:g}: a few "
+        f"speakers cannot show their takes are independent). Per accent with m takes per speaker: design effect "
+        f"DE = 1 + (m − 1)ρ, effective takes N / DE, and the Wilson interval on those. Speakers needed = "
+        f"⌈n_h · DE / m⌉, where n_h is the effective size at which the Wilson half-width at the accent's current FRR "
+        f"is {h:g} points (the larger root of h²n² + (2h²z² − z²pq)n + h²z⁴ − z⁴/4 = 0). The current FRR is the "
+        f"planning value: an estimate for planning, not a guarantee.", ""]
+
+
+def _ci_pts(ci) -> str:
+    return f"{100 * ci[0]:.0f}-{100 * ci[1]:.0f}%"
+
+
+def _link(path: str) -> str:
+    return f"[{Path(path).name}]({path})"
+
+
+def _errors_section(report: dict) -> list[str]:
+    """The worst misses and false accepts, each with a link to its audio (relative to report.md)."""
+    e = report.get("errors")
+    if not e:
+        return []
+    lines = []
+    ctx = f"{e['context_s']:g} s"
+    if e["stream_misses"]:
+        lines += ["## Worst misses", "",
+                  f"Missed keywords of the stream, furthest below the threshold first, cut from the stream as the detector "
+                  f"heard it with {ctx} either side (top {e['top']}). Peak: the keyword's highest smoothed score while a "
+                  "detection would have counted.", ""]
+        lines += _table(["rank", "audio", "speaker", "accent", "source clip", "peak vs threshold", "SNR"],
+                        [[m["rank"], _link(m["file"]), m["speaker"], m["accent"], f"`{m['path']}`",
+                          f"{m['peak_score']:.2f} / {m['threshold']:.2f}" + (" (refractory)" if m["refractory"] else ""),
+                          "n/a" if m["snr_db"] is None else f"{m['snr_db']:.1f} dB"] for m in e["stream_misses"]]) + [""]
+    if e["clip_misses"]:
+        lines += ["## Missed clips (played alone)", "", f"Keyword clips the clip pass missed, lowest peak first (top {e['top']}).", ""]
+        lines += _table(["rank", "audio", "speaker", "accent", "source clip", "peak vs threshold"],
+                        [[m["rank"], _link(m["file"]), m["speaker"], m["accent"], f"`{m['path']}`",
+                          f"{m['peak_score']:.2f} / {m['threshold']:.2f}"] for m in e["clip_misses"]]) + [""]
+    if e["stream_false_accepts"]:
+        lines += ["## Worst false accepts", "",
+                  f"False detections in the stream, highest score first: the audio the smoothed score was computed from "
+                  f"(one window plus the smoothing hops before the detection) with {ctx} either side (top {e['top']}).", ""]
+        rows = []
+        for f in e["stream_false_accepts"]:
+            src = f["source"]
+            during = KIND_WORDS.get(src["kind"], src["kind"]) + (f", {src['accent']} / {src['speaker']}" if src["speaker"] else "")
+            what = (f"`{src['path']}`" if src["path"] else "") + (f" “{src['text']}”" if src["text"] else "")
+            rows.append([f["rank"], _link(f["file"]), f"{f['time_s']:.2f} s", f"{f['score']:.2f} / {f['threshold']:.2f}", during, what or "-"])
+        lines += _table(["rank", "audio", "at", "score vs threshold", "during", "background clip"], rows) + [""]
+        by_kind = e["false_accept_sources"]["by_kind"]
+        played = sum(v["seconds"] for v in by_kind.values()) or 1.0
+        lines += _table(["background", "false accepts", "share of background time"],
+                        [[KIND_WORDS.get(k, k), v["false_accepts"], "-" if k == "gap" else _pct(v["seconds"] / played)]
+                         for k, v in sorted(by_kind.items(), key=lambda x: -x[1]["false_accepts"])]) + [""]
+    if e["clip_false_accepts"]:
+        lines += ["## Clips that fired alone", "", f"Other clips that fired when streamed alone, highest score first (top {e['top']}).", ""]
+        lines += _table(["rank", "audio", "kind", "text", "speaker", "accent", "score vs threshold"],
+                        [[f["rank"], _link(f["file"]), f["kind"], f["text"] or "-", f["speaker"], f["accent"],
+                          f"{f['score']:.2f} / {f['threshold']:.2f}"] for f in e["clip_false_accepts"]]) + [""]
+    return lines
+
 
 
 # ----------------------------------------------------------------------------- plots

@@ -2,7 +2,10 @@
 
 import json
 import shutil
+import subprocess
+import sys
 from collections import defaultdict
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -10,6 +13,7 @@ import pytest
 from collect.manifest import ClipRow, load_rows
 from deploy.evaluate import evaluate
 from deploy.modelfile import KwsModel
+from deploy.stats import wilson_half_width, wilson_interval
 from features.errors import ConfigError, ManifestError
 
 REQUIRED = {
@@ -169,4 +173,209 @@ def test_cli_eval(keyword_model, tiny_dataset, tmp_path):
     assert result.exit_code == 0, result.output
     assert "FRR" in result.output and "false accepts/hour" in result.output and "en-GB" in result.output
     assert str(tmp_path / "e" / "report.md") in result.output
+    assert f"worst errors cut to {tmp_path / 'e' / 'errors'}" in result.output and "what to record next:" in result.output
     assert json.loads((tmp_path / "e" / "report.json").read_text())["seed"] == 2
+
+
+# ----------------------------------------------------------------------------- error analysis
+
+
+@pytest.fixture(scope="module")
+def errors(evaluated, tiny_run, tiny_dataset, tmp_path_factory):
+    """Evaluations with errors to cut out: ``{"miss": (report, out), "fa": (report, out)}``.
+
+    The tiny model's training varies a little between sessions (espeak-ng
+    jitters its waveforms), so a fixed threshold may give no false accept or
+    no miss. The thresholds are read off the DET curve of ``evaluated``,
+    which replays the very stream these evaluations rebuild (same clips,
+    seed, length and SNR; ``test_replayed_threshold_agrees_with_the_live_detector``):
+    one threshold with both misses and false accepts if there is one, else
+    the highest with false accepts and the lowest with misses.
+    """
+    from deploy.export import export_model
+
+    det = evaluated[0]["det"]
+    both = [p for p in det if p["frr"] > 0 and p["false_accepts"] > 0]
+    if both:
+        chosen = {"miss": max(both, key=lambda p: min(p["false_accepts"], p["frr"] * 100))["threshold"]}
+        chosen["fa"] = chosen["miss"]
+    else:
+        chosen = {"fa": max(p["threshold"] for p in det if p["false_accepts"] > 0),
+                  "miss": min(p["threshold"] for p in det if p["frr"] > 0)}
+    out, done = {}, {}
+    for key, threshold in chosen.items():
+        if threshold not in done:
+            folder = tmp_path_factory.mktemp(f"errors-{key}")
+            model = export_model(tiny_run.checkpoint, folder / "model.onnx", threshold=threshold)
+            report = evaluate(model, tiny_dataset, folder / "eval", background_minutes=1.0, seed=0, progress=False,
+                              top=4, context_s=0.5)
+            done[threshold] = (report, folder / "eval")
+        out[key] = done[threshold]
+    return out
+
+
+def _placed(cut: np.ndarray, cut_start_s: float, clip: np.ndarray, clip_start_s: float, search: int = 1600):
+    """Where ``clip`` (placed at ``clip_start_s`` in the stream) best lines up with ``cut`` (starting at ``cut_start_s``),
+    relative to where the report says it is (samples), and the least-squares gain of the clip at the reported place."""
+    rate = 16000
+    offset = int(round((clip_start_s - cut_start_s) * rate))  # clip sample 0 sits at cut sample `offset`
+    a = max(0, -offset)  # first clip sample inside the cut
+    b = min(len(clip), len(cut) - offset)
+    seg = clip[a:b]
+    assert len(seg) > 0.2 * rate, "the clip overlaps the cut too little to check"
+    padded = np.concatenate([np.zeros(search, np.float32), cut, np.zeros(search, np.float32)])
+    start = offset + a + search
+    corr = np.correlate(padded[start - search : start + len(seg) + search], seg, mode="valid")
+    gain = float(np.dot(cut[offset + a : offset + b], seg) / np.dot(seg, seg))
+    return int(np.argmax(corr)) - search, gain
+
+
+def test_worst_misses_are_cut_from_the_stream(errors, tiny_dataset):
+    from deploy.streams import trim_silence
+    from features.audio import load_audio
+
+    report, out = errors["miss"]
+    misses = report["errors"]["stream_misses"]
+    assert misses and report["stream"]["misses"], "the threshold was chosen for misses on this very stream"
+    assert len(misses) <= 4 and [m["rank"] for m in misses] == list(range(1, len(misses) + 1))
+    assert [m["peak_score"] for m in misses] == sorted(m["peak_score"] for m in misses)  # furthest below first
+    assert {m["path"] for m in misses} <= set(report["stream"]["missed"])
+    by_path = {k["path"]: k for k in report["errors"]["keywords"]}
+    for m in misses:
+        assert m["peak_score"] < m["threshold"] or m["refractory"]
+        assert not by_path[m["path"]]["hit"] and by_path[m["path"]]["peak_score"] == m["peak_score"]
+        assert m["file"] == f"errors/miss-{m['rank']:02d}-{m['speaker']}-{m['accent']}.wav"
+        cut = load_audio(out / m["file"])
+        assert len(cut) == round((m["cut_end_s"] - m["cut_start_s"]) * 16000)
+        assert m["cut_start_s"] == pytest.approx(max(0.0, m["event_start_s"] - 0.5), abs=1e-4)
+        assert m["cut_end_s"] == pytest.approx(m["event_end_s"] + 0.5, abs=1e-4)
+        # the inserted clip (trimmed, at its own level) is in the cut where the report says, under the noise bed
+        clip = trim_silence(load_audio(tiny_dataset / m["path"]))
+        shift, gain = _placed(cut, m["cut_start_s"], clip, m["event_start_s"])
+        # (the gain is noisy: the pink bed can be louder than a quiet take; the alignment is what discriminates)
+        assert abs(shift) <= 2 and 0.5 < gain < 1.5, (m, shift, gain)
+
+
+def test_worst_false_accepts_are_cut_where_the_detection_was(errors, tiny_dataset):
+    from deploy.modelfile import KwsModel
+    from deploy.streams import trim_silence
+    from features.audio import load_audio
+
+    report, out = errors["fa"]
+    fas = report["errors"]["stream_false_accepts"]
+    assert fas, "the threshold was chosen for false accepts on this very stream"
+    assert [f["score"] for f in fas] == sorted((f["score"] for f in fas), reverse=True)
+    assert all(f["score"] >= f["threshold"] for f in fas)
+    info = KwsModel(report["model"]["path"]).info
+    scored = info.window_s + (info.smoothing - 1) * info.hop_s
+    attributed = {round(a["time_s"], 3): a for a in report["stream"]["false_accept_times"]}
+    checked = 0
+    for f in fas:
+        cut = load_audio(out / f["file"])
+        # promised: the scored audio (one window and the smoothing hops before the detection) and 0.5 s either side
+        assert len(cut) == round((scored + 1.0) * 16000), f
+        assert f["cut_end_s"] == pytest.approx(f["time_s"] + 0.5, abs=1e-4)
+        assert f["scored_from_s"] == pytest.approx(f["time_s"] - scored, abs=1e-4)
+        src = f["source"]
+        assert attributed[round(f["time_s"], 3)]["path"] == src["path"]  # the same background clip the report names
+        if src["path"]:
+            assert src["start_s"] <= f["time_s"] <= src["end_s"] + 1.0
+            # the background clip is in the cut at the reported place (at its random background gain)
+            clip = trim_silence(load_audio(tiny_dataset / src["path"]))
+            overlap = min(src["end_s"], f["cut_end_s"]) - max(src["start_s"], f["cut_start_s"])
+            if overlap > 0.3:
+                shift, gain = _placed(cut, f["cut_start_s"], clip, src["start_s"], search=800)
+                assert abs(shift) <= 2 and gain > 0.3, (f, shift, gain)
+                checked += 1
+    assert checked, "no false accept overlapped its background clip enough to check"
+    sources = report["errors"]["false_accept_sources"]
+    assert sum(v["false_accepts"] for v in sources["by_kind"].values()) == report["stream"]["false_accepts"]
+
+
+def test_clip_errors_are_the_clips_themselves(errors, tiny_dataset):
+    from features.audio import load_audio
+
+    report, out = errors["fa"]
+    e = report["errors"]
+    for item in e["clip_misses"] + e["clip_false_accepts"]:
+        written, original = load_audio(out / item["file"]), load_audio(tiny_dataset / item["path"])
+        assert len(written) == len(original) and np.max(np.abs(written - original)) <= 1.5 / 32768
+    fired = {r["path"] for r in report["clip_results"] if r["truth"] == "negative" and r["predicted"] != "negative"}
+    assert {f["path"] for f in e["clip_false_accepts"]} <= fired
+    assert len(e["clip_false_accepts"]) == min(4, len(fired))
+    on_disk = sorted(p.name for p in (out / "errors").glob("*.wav"))
+    assert on_disk == sorted(x["file"].split("/")[1] for k in ("stream_misses", "clip_misses", "stream_false_accepts",
+                                                               "clip_false_accepts") for x in e[k])
+
+
+def test_report_tables_and_advice_follow_the_numbers(errors):
+    report, out = errors["fa"]
+    md = (out / "report.md").read_text()
+    assert "## Worst misses" in (errors["miss"][1] / "report.md").read_text()
+    for heading in ("### Speakers needed per accent", "## Worst false accepts", "## What to record next"):
+        assert heading in md
+    assert md.rstrip().split("\n## ")[-1].startswith("What to record next")  # the report ends with the advice
+    assert "[^speakers]:" in md and "DE = 1 + (m − 1)ρ" in md
+    for m in report["errors"]["stream_misses"]:
+        assert f"[{m['file'].split('/')[1]}]({m['file']})" in md
+    plan = report["collection"]
+    assert set(plan["accents"]) == {a for a, r in report["per_accent"].items() if r["n_keyword"]}
+    for a, r in plan["accents"].items():
+        assert r["frr"] == report["per_accent"][a]["frr"]
+        assert r["frr_ci_speakers"][0] <= r["frr"] <= r["frr_ci_speakers"][1]
+        assert r["more_speakers"] == max(0, r["speakers_needed"] - r["n_speakers"])
+        if r["more_speakers"]:  # the plan's speakers would indeed narrow the interval to the target
+            n_eff = r["speakers_needed"] * r["takes_per_speaker"] / r["design_effect"]
+            assert wilson_half_width(r["frr"], n_eff) <= plan["target_half_width"] + 1e-9
+    advice = report["advice"]
+    assert advice and all(a["text"] in md for a in advice)
+    for a in advice:
+        if a["topic"] == "accent" and len(a["accents"]) == 1 and a["text"].startswith("Record"):
+            acc = plan["accents"][a["accents"][0]]
+            assert a["text"].startswith(f"Record {acc['more_speakers']} more speakers of {a['accents'][0]}: FRR {100 * acc['frr']:.0f}%")
+        if a["topic"] == "confusable":  # only words that did fire alone
+            fired = {r["text"] for r in report["clip_results"] if r["kind"] == "confusable" and r["predicted"] != "negative"}
+            assert set(a["words"]) == fired
+    kinds = report["errors"]["false_accept_sources"]["by_kind"]
+    top_kind = max(kinds.items(), key=lambda x: (x[1]["false_accepts"], x[0]))
+    assert any(a["topic"] == "background" and a.get("kind") == top_kind[0] and a["false_accepts"] == top_kind[1]["false_accepts"]
+               for a in advice)
+
+
+def test_advice_says_nothing_the_numbers_do_not_support():
+    from deploy.advice import accent_plan, advise
+
+    per_speaker = {f"s{i}": {"accent": "a" if i < 40 else "b", "misses": 0, "n_keyword": 10} for i in range(80)}
+    per_accent = {a: {"misses": 0, "n_keyword": 400, "frr": 0.0, "frr_ci": list(wilson_interval(0, 400))} for a in "ab"}
+    report = {"stream": {"false_accepts": 0, "fa_per_hour": 0.0, "fa_per_hour_ci": [0.0, 0.9], "background_hours": 4.1,
+                         "frr": 0.0},
+              "model": {"training_accents": ["a", "b"], "calibration": {"target_fa_per_hour": 1.0}},
+              "per_accent": per_accent, "clip_results": [], "errors": {"keywords": [], "false_accept_sources": {"by_kind": {}}}}
+    plan = accent_plan(per_speaker, per_accent)
+    advice = advise(report, plan)
+    # 40 speakers of each accent at 0%: within +-5 points; no false accepts, enough background; nothing else to say
+    assert [a["topic"] for a in advice] == ["accent"] and "already within" in advice[0]["text"]
+    # an accent trained on but never tested is named, with a number of speakers
+    report["model"]["training_accents"].append("c")
+    assert any(a["accents"] == ["c"] and a["speakers"] > 0 for a in advise(report, plan))
+
+
+@pytest.mark.parametrize("option, value, needle", [("--top", "-1", "--top"), ("--context", "-0.5", "--context"),
+                                                    ("--ci-target", "0", "--ci-target"), ("--ci-target", "60", "--ci-target")])
+def test_bad_error_analysis_options(keyword_model, tiny_dataset, tmp_path, option, value, needle):
+    kws = str(Path(sys.executable).with_name("kws"))
+    result = subprocess.run([kws, "eval", str(keyword_model), str(tiny_dataset), "--out", str(tmp_path), option, value],
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("kws: error: ") and needle in lines[0], result.stderr
+    assert not (tmp_path / "report.md").exists()
+
+
+def test_stale_cuts_are_removed_and_nothing_else(tmp_path):
+    from deploy.error_clips import clear
+
+    for name in ("miss-07-old.wav", "fa-12-x.wav", "clipfa-01-y.wav", "notes.txt", "mine.wav"):
+        (tmp_path / name).write_bytes(b"x")
+    clear(tmp_path)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["mine.wav", "notes.txt"]

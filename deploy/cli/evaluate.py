@@ -20,13 +20,18 @@ def eval_command(
     snr_db: float = typer.Option(10.0, "--snr-db", help="Level of the stream's noise bed below the keyword speech, dB."),
     seed: int = typer.Option(0, "--seed", help="Seed of the stream layout and noise."),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Show progress bars."),
+    top: int = typer.Option(10, "--top", help="How many of the worst misses and false accepts to cut out to WAV files under errors/."),
+    context: float = typer.Option(0.5, "--context", help="Seconds of audio kept either side of each cut."),
+    ci_target: float = typer.Option(5.0, "--ci-target", help="Half-width, in percentage points, of the per-accent FRR interval to plan speakers for."),
 ) -> None:
-    """Evaluate MODEL on DATASET: clip metrics, FRR and false accepts per hour on a long stream, per accent; refresh the model card."""
+    """Evaluate MODEL on DATASET: clip metrics, FRR and false accepts per hour on a long stream, per accent; the worst
+    errors cut out to listen to, the speakers each accent still needs, and what to record next; refresh the model card."""
     from deploy.evaluate import evaluate
     from deploy.report import ACCENT_HEADER, accent_rows, headline
 
     out = out or model.parent / "eval"
-    report = evaluate(model, dataset, out, split=split, background_minutes=background_minutes, snr_db=snr_db, seed=seed, progress=progress)
+    report = evaluate(model, dataset, out, split=split, background_minutes=background_minutes, snr_db=snr_db, seed=seed,
+                      progress=progress, top=top, context_s=context, ci_target=ci_target / 100)
     typer.echo(headline(report))
     for note in report["selection"].get("notes", []):
         typer.echo(f"note: {note}")
@@ -39,6 +44,13 @@ def eval_command(
             typer.echo(f"at <= {p['target_fa_per_hour']:g} FA/h: threshold {p['threshold']:.3f}, FRR {100 * p['frr']:.1f}%")
     if report["skipped"]:
         typer.echo(f"skipped {len(report['skipped'])} unreadable clip(s) or manifest line(s); listed in the report", err=True)
+    e = report["errors"]
+    typer.echo(f"worst errors cut to {e['folder']}: {len(e['stream_misses'])} misses, {len(e['stream_false_accepts'])} "
+               f"false accepts of the stream; {len(e['clip_misses'])} missed and {len(e['clip_false_accepts'])} firing clips")
+    if report["advice"]:
+        typer.echo("what to record next:")
+        for a in report["advice"]:
+            typer.echo(f"  - {a['text']}")
     files = report["files"]
-    typer.echo(f"report: {files['markdown']} (+ report.json, det.png, accent_frr.png, confusion.png in {out})")
+    typer.echo(f"report: {files['markdown']} (+ report.json, det.png, accent_frr.png, confusion.png, errors/ in {out})")
     typer.echo(f"model card: {files['model_card']}")
