@@ -28,6 +28,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--quick", action="store_true", help="tiny smoke-test scale; figures are not meaningful")
     p.add_argument("--jobs", type=int, default=2, help="rotations run in parallel processes")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.add_argument("--resume", action="store_true",
+                   help="reuse a rotation's earlier first-round training in the output folder when its config and data digest match")
     p.add_argument("--tune-decision", action="store_true",
                    help="afterwards, choose the score smoothing on each rotation's validation stream and replay the test scores with it")
     p.add_argument("--decision-only", action="store_true", help="only the --tune-decision step, on an existing output folder")
@@ -36,7 +38,8 @@ def main(argv: list[str] | None = None) -> int:
     cfg = BenchConfig.from_file(args.config) if args.config else BenchConfig()
     out = Path(args.out) / (cfg.name + ("-quick" if args.quick else ""))
     if not args.decision_only:
-        report = run_benchmark(args.wake_words, args.out, config=cfg, quick=args.quick, jobs=args.jobs, progress=not args.quiet)
+        report = run_benchmark(args.wake_words, args.out, config=cfg, quick=args.quick, jobs=args.jobs, progress=not args.quiet,
+                               resume=args.resume)
         print(Path(report["files"]["markdown"]).read_text())
     if args.tune_decision or args.decision_only:
         from deploy.benchmark_levers import tune_decision

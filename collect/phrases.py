@@ -156,8 +156,13 @@ def _sentences() -> tuple[str, ...]:
     return tuple(line.strip() for line in text.splitlines() if line.strip() and not line.startswith("#"))
 
 
+def sentence_pool(phrase: str) -> list[str]:
+    """The shipped ordinary sentences that do not contain any word of the phrase."""
+    banned = set(words_of(phrase))
+    return [s for s in _sentences() if not banned & set(words_of(s))]
+
+
 def sentences(phrase: str, n: int, rng: np.random.Generator) -> list[str]:
     """``n`` ordinary sentences from the shipped list that do not contain any word of the phrase."""
-    banned = set(words_of(phrase))
-    pool = [s for s in _sentences() if not banned & set(words_of(s))]
+    pool = sentence_pool(phrase)
     return [pool[i] for i in rng.choice(len(pool), size=n, replace=n > len(pool))]

@@ -50,7 +50,7 @@ from pathlib import Path
 
 import numpy as np
 
-from collect.manifest import NEGATIVE, ClipRow, ManifestWriter, now_iso, read_dataset
+from collect.manifest import NEGATIVE, ClipRow, ManifestWriter, data_digest, now_iso, read_dataset
 from features.audio import SAMPLE_RATE, sha256_file
 from features.errors import ConfigError, KwsError
 
@@ -70,6 +70,9 @@ READ_ALOUD_SEED_OFFSET = 2000
 REPORT_TARGETS = (0.1, 0.5, 1.0)  # FA/h budgets quoted in the report
 TEXT_FILE = Path(__file__).resolve().parent.parent / "benchmarks" / "background_text.txt"
 CONFIGS = Path(__file__).resolve().parent.parent / "configs"
+# Mining round: windows of training-side negatives scoring >= threshold under the first model, at most max_clips,
+# then fine-tuning from the first model for `epochs` at peak learning rate `lr`. read_aloud_takes: long takes per training voice.
+MINING_DEFAULTS = {"threshold": 0.2, "max_clips": 2000, "epochs": 8, "lr": 1e-3, "read_aloud_takes": 2}
 
 
 @dataclass(frozen=True)
@@ -85,6 +88,8 @@ class BenchConfig:
     train_overrides: dict = field(default_factory=dict)  # applied on top of train_config
     real_negatives: bool = True  # add the rotation's training-side real folders as negatives
     extra_negatives: dict = field(default_factory=dict)  # see add_extra_negatives (levers)
+    # false-accept mining and a fine-tuning round (deploy.mine); {} = off. Keys: MINING_DEFAULTS
+    mining: dict = field(default_factory=dict)
     export: dict = field(default_factory=lambda: {"smoothing": 3, "refractory_s": 1.0})
     calibration: dict = field(default_factory=lambda: {"target_fa_per_hour": 0.5, "background_minutes": 60.0})
     test_background_minutes: float = 125.0  # at least 2 h after the keyword windows are taken out
@@ -115,6 +120,11 @@ class BenchConfig:
             d["export"] = {**base.export, **d["export"]}
         if "calibration" in d:
             d["calibration"] = {**base.calibration, **d["calibration"]}
+        if d.get("mining"):
+            unknown_m = sorted(set(d["mining"]) - set(MINING_DEFAULTS))
+            if unknown_m:
+                raise ConfigError(f"benchmark config: unknown mining key(s) {', '.join(unknown_m)}; known: {', '.join(MINING_DEFAULTS)}")
+            d["mining"] = {**MINING_DEFAULTS, **d["mining"]}
         cfg = cls(**d)
         for r in cfg.rotations:
             if r not in ROTATIONS:
@@ -135,7 +145,8 @@ class BenchConfig:
                        train_overrides={**self.train_overrides, "epochs": 3, "patience": 0},
                        calibration={**self.calibration, "background_minutes": 5.0}, test_background_minutes=10.0,
                        accent_background_minutes=3.0, heldout_voices_per_accent=2, heldout_takes=2,
-                       read_aloud_voices_per_accent=1, read_aloud_takes_per_voice=2)
+                       read_aloud_voices_per_accent=1, read_aloud_takes_per_voice=2,
+                       mining={**self.mining, "epochs": 1, "read_aloud_takes": 1} if self.mining else {})
 
     def train_config_obj(self):
         from train.config import TrainConfig
@@ -224,7 +235,7 @@ def _synth_sessions(cache: Path, kind: str, engines: tuple, params: dict, progre
             synthesize_dataset(made, overwrite=True, progress=progress, engine=engine, **params)
             _mark_done(made, {**params, "engine": engine})
         link = folder / SESSIONS[engine]
-        if not link.is_symlink():
+        if not (link.exists() or link.is_symlink()):  # a session folder made here by an older version is used as it is
             os.symlink(os.path.relpath(made / SESSIONS[engine], folder), link)
     return folder
 
@@ -252,36 +263,48 @@ def background_sentences(path: Path = TEXT_FILE) -> list[str]:
     return lines
 
 
-def read_aloud(cache: Path, cfg: BenchConfig, progress: bool) -> Path:
-    """Long read-aloud takes (several sentences each) by held-out voices: the synthetic part of the test background."""
+def read_aloud(cache: Path, cfg: BenchConfig, progress: bool, *, training_side: bool = False) -> Path:
+    """Long read-aloud takes (several sentences each) by espeak-ng voices.
+
+    By default: held-out voices reading the benchmark's own text, the
+    synthetic part of the test background. With ``training_side``: the
+    training voices (same speaker ids, so mined windows fall in their
+    speaker's split) reading the training sentences (``collect/sentences.txt``),
+    the synthetic part of what false accepts are mined from.
+    """
     from tqdm import tqdm
 
+    from collect import phrases
     from collect.synth import ACCENTS, make_voices, take, write_clip
 
-    sentences = background_sentences()
-    params = {"voices": cfg.read_aloud_voices_per_accent, "takes": cfg.read_aloud_takes_per_voice,
-              "sentences": list(cfg.read_aloud_sentences), "seed": cfg.seed + READ_ALOUD_SEED_OFFSET, "text": _digest(sentences)}
-    folder = cache / f"read-aloud-{_digest(params)}"
+    if training_side:
+        sentences = phrases.sentence_pool(KEYWORD)
+        n_voices, takes, seed = cfg.synth["n_voices_per_accent"], cfg.mining.get("read_aloud_takes", 2), cfg.synth["seed"]
+    else:
+        sentences = background_sentences()
+        n_voices, takes, seed = cfg.read_aloud_voices_per_accent, cfg.read_aloud_takes_per_voice, cfg.seed + READ_ALOUD_SEED_OFFSET
+    params = {"voices": n_voices, "takes": takes, "sentences": list(cfg.read_aloud_sentences), "seed": seed, "text": _digest(sentences)}
+    folder = cache / f"{'train-read-aloud' if training_side else 'read-aloud'}-{_digest(params)}"
     if _done(folder):
         return folder
     import shutil
 
     shutil.rmtree(folder, ignore_errors=True)
-    voices = make_voices(list(ACCENTS), cfg.read_aloud_voices_per_accent, params["seed"])
+    voices = make_voices(list(ACCENTS), n_voices, seed)
     lo, hi = cfg.read_aloud_sentences
     created = now_iso()
     with ManifestWriter(folder, "read-aloud") as writer:
-        for voice in tqdm(voices, desc="read-aloud background", unit="voice", disable=not progress):
-            rng = np.random.default_rng([params["seed"], *map(ord, voice.speaker)])
-            for i in range(cfg.read_aloud_takes_per_voice):
+        for voice in tqdm(voices, desc="read-aloud speech", unit="voice", disable=not progress):
+            rng = np.random.default_rng([seed, *map(ord, voice.speaker)])
+            for i in range(takes):
                 n = int(rng.integers(lo, hi + 1))
                 text = " ".join(sentences[j] for j in rng.choice(len(sentences), size=n, replace=False))
                 audio = take(text, voice, rng)
                 rel = f"read-aloud/{voice.accent}/{voice.speaker}-read-{i:03d}.wav"
                 write_clip(writer, folder, rel, audio, ClipRow(
-                    path=rel, label=NEGATIVE, text=text, speaker=f"read-{voice.speaker}", accent=voice.accent, source=voice.source,
-                    session="read-aloud", device="espeak-ng", sample_rate=SAMPLE_RATE, duration_s=0.0, sha256="", created=created,
-                    kind="read-aloud", gender=voice.gender))
+                    path=rel, label=NEGATIVE, text=text, speaker=voice.speaker if training_side else f"read-{voice.speaker}",
+                    accent=voice.accent, source=voice.source, session="read-aloud", device="espeak-ng", sample_rate=SAMPLE_RATE,
+                    duration_s=0.0, sha256="", created=created, kind="read-aloud", gender=voice.gender))
     _mark_done(folder, params)
     return folder
 
@@ -388,8 +411,37 @@ def fa_sources(run, info, threshold: float | None) -> dict:
     return {"threshold": threshold, "by_source": counts, "examples": examples}
 
 
-def run_rotation(rotation: str, wake_words: str, out_dir: str, cfg_dict: dict, data: dict, progress: bool) -> dict:
-    """Train, export, calibrate and test one rotation; returns its part of the report (JSON-ready)."""
+def finished_run(run_dir: Path, dataset: Path, cfg: BenchConfig):
+    """The ``RunResult`` of an earlier training in ``run_dir`` if it used this config on these data, else None.
+
+    For ``--resume``: a checkpoint counts only when its training config and
+    data digest equal what this run would train with, so a resumed run
+    measures exactly the model it would have trained.
+    """
+    from train.checkpoint import load_checkpoint
+    from train.config import TrainConfig
+    from train.loop import RunResult, _unique_by_path
+
+    if not ((run_dir / "best.pt").is_file() and (run_dir / "summary.json").is_file()):
+        return None
+    _, ckpt = load_checkpoint(run_dir / "best.pt")
+    rows, _ = read_dataset(dataset)
+    then = TrainConfig.from_dict(ckpt["train_config"]).to_dict()  # settings added since then take their defaults
+    if then != cfg.train_config_obj().to_dict() or ckpt["data_digest"] != data_digest(_unique_by_path(rows)):
+        log.info("%s: an earlier training exists but with another config or data; training again", run_dir)
+        return None
+    summary = json.loads((run_dir / "summary.json").read_text())
+    log.info("%s: reusing the earlier training (same config and data digest %s)", run_dir, ckpt["data_digest"][:12])
+    return RunResult(run_dir=run_dir, checkpoint=run_dir / "best.pt", best_epoch=summary["best_epoch"], val_metrics=summary["val_metrics"],
+                     test_metrics=summary["test_metrics"], epochs_run=summary["epochs_run"], seconds=summary["seconds"],
+                     labels=list(ckpt["labels"]), data_digest=ckpt["data_digest"], history=[])
+
+
+def run_rotation(rotation: str, wake_words: str, out_dir: str, cfg_dict: dict, data: dict, progress: bool, resume: bool = False) -> dict:
+    """Train, export, calibrate and test one rotation; returns its part of the report (JSON-ready).
+
+    ``resume``: reuse the rotation's earlier first-round training when it matches (``finished_run``).
+    """
     import torch
 
     from deploy.calibrate import calibrate_threshold
@@ -408,7 +460,10 @@ def run_rotation(rotation: str, wake_words: str, out_dir: str, cfg_dict: dict, d
     extra = [Path(p) for p in data.get("extra_sessions", [])]
     dataset = rotation_dataset(out / "dataset", Path(data["synth"]), real_files, train_words if cfg.real_negatives else (), extra)
 
-    result = train(dataset, cfg.train_config_obj(), out / "train", progress=progress)
+    result = (resume and finished_run(out / "train", dataset, cfg)) or train(dataset, cfg.train_config_obj(), out / "train", progress=progress)
+    mining = {}
+    if cfg.mining:
+        result, mining = mine_and_fine_tune(out, dataset, result.checkpoint, cfg, Path(data["train_read_aloud"]), progress)
     seconds["train"] = time.perf_counter() - t0
     model_path = export_model(result.checkpoint, out / "model.onnx", **cfg.export)
     t = time.perf_counter()
@@ -452,6 +507,7 @@ def run_rotation(rotation: str, wake_words: str, out_dir: str, cfg_dict: dict, d
                                             "val_metrics": {k: result.val_metrics.get(k) for k in ("accuracy", "f1", "recall_at_far")},
                                             "seconds": result.seconds},
         "calibration": calibration,
+        "mining": mining,
         "test": {"n_keywords": sum(e.is_keyword for e in run.events), "duration_s": run.duration_s, "background_hours": hours,
                  "n_background_clips": sum(not e.is_keyword for e in run.events), "snr_db": cfg.snr_db,
                  "realtime_factor": run.duration_s / run.seconds if run.seconds else None,
@@ -463,6 +519,38 @@ def run_rotation(rotation: str, wake_words: str, out_dir: str, cfg_dict: dict, d
     }
 
 
+def mine_and_fine_tune(out: Path, dataset: Path, checkpoint: Path, cfg: BenchConfig, read_folder: Path, progress: bool):
+    """The mining lever: the first model's false accepts on training-side negatives become a session; fine-tune on it.
+
+    Mined from the rotation's training dataset negatives (synthetic
+    sentences and confusables, the training-side real folders) and long
+    read-aloud takes by the training voices; never from test audio.
+    Returns the fine-tuned ``RunResult`` and what was mined.
+    """
+    from deploy.export import export_model
+    from deploy.mine import SESSION, find_false_accepts, write_mined
+    from deploy.modelfile import KwsModel
+    from features.audio import load_audio
+    from train.loop import train
+
+    m = cfg.mining
+    first = KwsModel(export_model(checkpoint, out / "round1.onnx", threshold=0.5, **cfg.export))
+    rows, _ = read_dataset(dataset)
+    clips = [(r, load_audio(dataset / r.path)) for r in rows if r.label == NEGATIVE and r.session != SESSION]
+    clips += [(c.row, c.audio) for c in dataset_clips(read_folder)]
+    found = find_false_accepts(first, clips, threshold=m["threshold"], progress=progress)
+    write_mined(dataset, found, max_clips=m["max_clips"])
+    by_source: dict[str, int] = {}
+    for f in found[: m["max_clips"]]:
+        key = f["row"].session
+        by_source[key] = by_source.get(key, 0) + 1
+    audio_h = sum(len(a) for _, a in clips) / SAMPLE_RATE / 3600
+    tc = cfg.train_config_obj().replace(init_from=str(checkpoint), epochs=m["epochs"], lr=m["lr"])
+    result = train(dataset, tc, out / "train-mined", progress=progress)
+    return result, {**m, "searched_hours": round(audio_h, 3), "found": len(found), "kept": min(len(found), m["max_clips"]),
+                    "kept_by_session": by_source, "first_round_checkpoint": str(checkpoint)}
+
+
 # ----------------------------------------------------------------------------- the whole benchmark
 
 
@@ -472,6 +560,8 @@ def prepare_data(out_root: Path, cfg: BenchConfig, progress: bool) -> dict:
     cache.mkdir(parents=True, exist_ok=True)
     data = {"synth": str(training_synth(cache, cfg, progress)), "heldout": str(heldout_keywords(cache, cfg, progress)),
             "read_aloud": str(read_aloud(cache, cfg, progress))}
+    if cfg.mining:
+        data["train_read_aloud"] = str(read_aloud(cache, cfg, progress, training_side=True))
     if cfg.extra_negatives:
         from deploy.benchmark_levers import extra_negative_sessions
 
@@ -480,7 +570,7 @@ def prepare_data(out_root: Path, cfg: BenchConfig, progress: bool) -> dict:
 
 
 def run_benchmark(wake_words: str | Path, out_root: str | Path = "runs/bench-real", *, config: BenchConfig | None = None,
-                  quick: bool = False, jobs: int = 2, progress: bool = True) -> dict:
+                  quick: bool = False, jobs: int = 2, progress: bool = True, resume: bool = False) -> dict:
     """Run every rotation of ``config`` and write ``<out_root>/<name>/report.{json,md}`` and plots; return the report."""
     from deploy.benchmark_report import write_bench_report
 
@@ -500,10 +590,10 @@ def run_benchmark(wake_words: str | Path, out_root: str | Path = "runs/bench-rea
         import multiprocessing
 
         with ProcessPoolExecutor(max_workers=min(jobs, len(rotations)), mp_context=multiprocessing.get_context("spawn")) as pool:
-            futures = [pool.submit(run_rotation, r, str(wake_words), str(out), cfg_dict, data, progress) for r in rotations]
+            futures = [pool.submit(run_rotation, r, str(wake_words), str(out), cfg_dict, data, progress, resume) for r in rotations]
             results = [f.result() for f in futures]
     else:
-        results = [run_rotation(r, str(wake_words), str(out), cfg_dict, data, progress) for r in rotations]
+        results = [run_rotation(r, str(wake_words), str(out), cfg_dict, data, progress, resume) for r in rotations]
     report = {"benchmark": "real-speech", "keyword": KEYWORD, "config": cfg_dict, "quick": quick, "wake_words": str(wake_words),
               "data": data, "rotations": results, "seconds": time.perf_counter() - started}
     write_bench_report(report, out)

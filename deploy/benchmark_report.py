@@ -64,8 +64,13 @@ def markdown(report: dict) -> str:
                   f"- keywords in the test stream: {r['test']['n_keywords']}, background {r['test']['background_hours']:.2f} h "
                   f"({r['test']['n_background_clips']} clips), detector {r['test']['realtime_factor']:.0f}x real time",
                   f"- training: best epoch {r['train']['best_epoch']} of {r['train']['epochs_run']}, {r['train']['seconds']:.0f} s",
-                  f"- calibration on validation: {json.dumps({k: r['calibration'][k] for k in ('threshold', 'frr', 'fa_per_hour', 'background_hours', 'n_keywords', 'met')})}",
-                  ""]
+                  f"- calibration on validation: {json.dumps({k: r['calibration'][k] for k in ('threshold', 'frr', 'fa_per_hour', 'background_hours', 'n_keywords', 'met')})}"]
+        if r.get("mining"):
+            m = r["mining"]
+            lines += [f"- mining: {m['found']} windows of {m['searched_hours']:.2f} h of training-side negatives scored >= {m['threshold']:g} "
+                      f"under the first model; kept {m['kept']} ({json.dumps(m['kept_by_session'])}), then fine-tuned {m['epochs']} epochs "
+                      f"at lr {m['lr']:g} (the training line above is the fine-tuning run)"]
+        lines += [""]
         lines += _table(["FA/h budget", "threshold", "FRR", "FA/h"],
                         [[p["target_fa_per_hour"], _thr(p["threshold"]), _pct(p["frr"]), "n/a" if p["fa_per_hour"] is None else f"{p['fa_per_hour']:.2f}"]
                          for p in r["test"]["operating_points"]])

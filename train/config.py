@@ -54,6 +54,7 @@ class TrainConfig:
     far_target: float = 0.01  # validation false-accept rate at which keyword recall is reported
     num_threads: int = 0  # torch CPU threads; 0 = all cores but one (it prepares the next epoch), at most 4
     augment: AugmentConfig = field(default_factory=AugmentConfig)
+    init_from: str = ""  # a best.pt whose weights start this run (fine-tuning, e.g. after mining false accepts); "" = random
 
     def __post_init__(self) -> None:
         _check_types(self)
@@ -136,7 +137,7 @@ _TYPES = {
     "model": str, "model_args": dict, "features": dict, "epochs": int, "batch_size": int, "windows_per_epoch": int, "lr": float,
     "weight_decay": float, "patience": int, "monitor": str, "seed": int, "val_fraction": float,
     "test_fraction": float, "window_s": float, "class_balance": str, "far_target": float, "num_threads": int,
-    "augment": AugmentConfig,
+    "augment": AugmentConfig, "init_from": str,
 }
 
 

@@ -141,6 +141,8 @@ def _fit(config, maker, split_clips, labels, model_args, splits, digest, dataset
 
     torch.manual_seed(config.seed)
     model = build_model(config.model, **model_args)
+    if config.init_from:
+        _start_from(model, config, model_args, labels, maker.cfg)
     train_clips = split_clips["train"]
     y_train = np.array([c.label for c in train_clips])
     counts = np.bincount(y_train, minlength=len(labels)).astype(np.float64)
@@ -149,7 +151,11 @@ def _fit(config, maker, split_clips, labels, model_args, splits, digest, dataset
     n_windows = max(len(train_clips), config.windows_per_epoch)
     steps_per_epoch = max(1, n_windows // config.batch_size)
     optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
-    schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=config.lr, total_steps=config.epochs * steps_per_epoch, pct_start=0.2)
+    # OneCycleLR needs a warm-up and a decay phase of at least one step each; a short fine-tuning run
+    # (one epoch of a few batches) gets a schedule a little longer than it runs and a longer warm-up share.
+    total_steps = max(config.epochs * steps_per_epoch, 4)
+    schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=config.lr, total_steps=total_steps,
+                                                   pct_start=0.2 if total_steps >= 10 else 0.5)
     x_val, y_val = maker.eval_set(split_clips["val"])
     log.info("training %s (%d parameters) on %d clips, validating on %d (%d + %d + %d speakers)",
              config.model, count_parameters(model), len(train_clips), len(y_val), *(len(splits[s]) for s in SPLITS))
@@ -224,6 +230,22 @@ def _fit(config, maker, split_clips, labels, model_args, splits, digest, dataset
         "seconds": result.seconds, "val_metrics": result.val_metrics, "test_metrics": test, "checkpoint": str(checkpoint),
     })
     return result
+
+
+def _start_from(model: torch.nn.Module, config, model_args: dict, labels, fcfg) -> None:
+    """Load ``config.init_from``'s weights into ``model``; it must be the same model on the same labels and features."""
+    from train.checkpoint import load_checkpoint
+
+    start, ckpt = load_checkpoint(config.init_from)
+    mismatch = [name for name, ours, theirs in (
+        ("model", config.model, ckpt["model_name"]), ("model_args", model_args, ckpt["model_args"]),
+        ("labels", list(labels), list(ckpt["labels"])), ("features", fcfg.to_dict(), ckpt["feature_config"]),
+    ) if ours != theirs]
+    if mismatch:
+        raise ConfigError(f"init_from {config.init_from}: its {', '.join(mismatch)} differ from this run's; "
+                          "fine-tuning needs the same model, labels and features")
+    model.load_state_dict(start.state_dict())
+    log.info("starting from the weights of %s (epoch %d)", config.init_from, ckpt["epoch"])
 
 
 def _train_epoch(model, optimizer, schedule, x, y, order, batch_size, steps, class_weight) -> tuple[float, float]:

@@ -18,6 +18,7 @@ def train(
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="Run folder (default: runs/<dataset>-<date-time>)."),
     seed: Optional[int] = typer.Option(None, help="Override the config's seed (splits, initialisation, augmentation)."),
     epochs: Optional[int] = typer.Option(None, min=1, help="Override the config's maximum number of epochs."),
+    init_from: Optional[Path] = typer.Option(None, "--init-from", help="Start from this run's best.pt (fine-tuning, e.g. after kws mine)."),
     progress: bool = typer.Option(True, help="Show a progress bar."),
 ) -> None:
     """Train with speaker-disjoint validation and early stopping; writes best.pt, metrics, curve and data digest."""
@@ -25,7 +26,7 @@ def train(
     from train.loop import train as run_training
 
     cfg = TrainConfig.from_file(config or DEFAULT_CONFIG)
-    changes = {k: v for k, v in {"seed": seed, "epochs": epochs}.items() if v is not None}
+    changes = {k: v for k, v in {"seed": seed, "epochs": epochs, "init_from": init_from and str(init_from)}.items() if v is not None}
     if changes:
         cfg = cfg.replace(**changes)
     if out is None:

@@ -1,0 +1,81 @@
+"""Mining false accepts and fine-tuning on them: real model, real dataset, windows that really scored high."""
+
+import shutil
+
+import numpy as np
+import pytest
+
+from collect.manifest import NEGATIVE, load_rows
+from deploy.mine import find_false_accepts, write_mined
+from deploy.modelfile import KwsModel
+from features.audio import load_audio
+from features.errors import ConfigError
+from features.mfcc import Mfcc
+
+
+@pytest.fixture(scope="module")
+def negatives(tiny_dataset):
+    return [(r, load_audio(tiny_dataset / r.path)) for r in load_rows(tiny_dataset) if r.label == NEGATIVE]
+
+
+def test_mined_windows_are_what_the_model_scored_high(keyword_model, negatives):
+    model = KwsModel(keyword_model)
+    found = find_false_accepts(model, negatives, threshold=0.05, progress=False)
+    assert found, "the tiny model scores some confusable at least 0.05"
+    scores = [f["score"] for f in found]
+    assert scores == sorted(scores, reverse=True) and min(scores) >= 0.05
+    n = int(round(model.info.window_s * 16000))
+    for f in found[:5]:
+        assert len(f["audio"]) == n and f["row"].label == NEGATIVE
+        again = float(model.predict(Mfcc(model.info.feature_config)(f["audio"][None])[:, -model.info.window_frames:])[0, 1])
+        assert again == pytest.approx(f["score"], abs=0.05)  # the cut window is the window that was scored
+
+
+def test_write_mined_keeps_speakers_and_refuses_to_overwrite(keyword_model, negatives, tiny_dataset, tmp_path):
+    dataset = tmp_path / "ds"
+    shutil.copytree(tiny_dataset, dataset)
+    found = find_false_accepts(KwsModel(keyword_model), negatives, threshold=0.05, progress=False)
+    write_mined(dataset, found, max_clips=3, session="mined-1")
+    mined = [r for r in load_rows(dataset) if r.session == "mined-1"]
+    assert len(mined) == min(3, len(found))
+    for r, f in zip(mined, found):
+        assert r.label == NEGATIVE and r.kind == "mined"
+        assert (r.speaker, r.accent) == (f["row"].speaker, f["row"].accent)
+        assert np.allclose(load_audio(dataset / r.path), f["audio"], atol=1e-4)
+    with pytest.raises(ConfigError, match="already exists"):
+        write_mined(dataset, found, session="mined-1")
+    assert len([r for r in load_rows(dataset) if r.session == "mined-1"]) == len(mined)
+
+
+def test_fine_tuning_starts_from_the_given_weights(tiny_run, tiny_dataset, tmp_path):
+    """One epoch at a tiny learning rate from the tiny run's weights stays close to them; a mismatched start is refused."""
+    import torch
+
+    from train.checkpoint import load_checkpoint
+    from train.config import TrainConfig
+    from train.loop import train
+
+    base = TrainConfig.from_file("configs/tiny.json")
+    result = train(tiny_dataset, base.replace(init_from=str(tiny_run.checkpoint), epochs=1, lr=1e-7, windows_per_epoch=0, patience=0),
+                   tmp_path / "ft", progress=False)
+    start, _ = load_checkpoint(tiny_run.checkpoint)
+    tuned, _ = load_checkpoint(result.checkpoint)
+    fresh = train(tiny_dataset, base.replace(epochs=1, lr=1e-7, windows_per_epoch=0, patience=0), tmp_path / "fresh", progress=False)
+    scratch, _ = load_checkpoint(fresh.checkpoint)
+    w = lambda m: torch.cat([p.flatten() for n, p in m.state_dict().items() if "weight" in n])  # noqa: E731
+    assert torch.norm(w(tuned) - w(start)) < 0.1 * torch.norm(w(scratch) - w(start))
+    other = base.replace(init_from=str(tiny_run.checkpoint), model_args={**base.model_args, "channels": 8}, epochs=1)
+    with pytest.raises(ConfigError, match="model_args differ"):
+        train(tiny_dataset, other, tmp_path / "bad", progress=False)
+
+
+def test_kws_mine_cli(keyword_model, tiny_dataset, tmp_path):
+    from test_cli_errors import assert_clean_error, run
+
+    dataset = tmp_path / "ds"
+    shutil.copytree(tiny_dataset, dataset)
+    ok = run("mine", keyword_model, dataset, "--threshold", "0.05", "--max-clips", "4", "--session", "m", "--no-progress")
+    assert ok.returncode == 0, ok.stderr
+    assert "--init-from" in ok.stdout
+    assert 1 <= len([r for r in load_rows(dataset) if r.session == "m"]) <= 4
+    assert_clean_error(run("mine", keyword_model, dataset, "--threshold", "1.5"), "threshold")
