@@ -5,18 +5,13 @@ import pytest
 
 from collect.manifest import load_rows
 from collect.synth import SESSIONS, synthesize_dataset
+from pitch import median_f0
 from features.audio import load_audio
 
 flite_tts = pytest.importorskip("collect.flite_tts")
 if not flite_tts.available():
     pytest.skip("the flite program is not installed (apt-get install flite)", allow_module_level=True)
 
-
-def _median_f0(audio: np.ndarray) -> float:
-    import librosa
-
-    f0, voiced, _ = librosa.pyin(audio, fmin=60, fmax=500, sr=16000, frame_length=1024)
-    return float(np.nanmedian(f0[voiced]))
 
 
 def test_pitch_setting_is_heard():
@@ -25,7 +20,7 @@ def test_pitch_setting_is_heard():
     a = flite_tts.speak("please open the window", low, np.random.default_rng(1))
     b = flite_tts.speak("please open the window", high, np.random.default_rng(1))
     assert a.dtype == np.float32 and 0.8 < len(a) / 16000 < 3
-    assert 1.25 < _median_f0(b) / _median_f0(a) < 1.7
+    assert 1.25 < median_f0(b) / median_f0(a) < 1.7
 
 
 def test_speakers_only_in_flites_accents(tmp_path):

