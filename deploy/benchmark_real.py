@@ -411,7 +411,7 @@ def fa_sources(run, info, threshold: float | None) -> dict:
     return {"threshold": threshold, "by_source": counts, "examples": examples}
 
 
-def finished_run(run_dir: Path, dataset: Path, cfg: BenchConfig):
+def finished_run(run_dir: Path, dataset: Path, train_config):
     """The ``RunResult`` of an earlier training in ``run_dir`` if it used this config on these data, else None.
 
     For ``--resume``: a checkpoint counts only when its training config and
@@ -427,7 +427,7 @@ def finished_run(run_dir: Path, dataset: Path, cfg: BenchConfig):
     _, ckpt = load_checkpoint(run_dir / "best.pt")
     rows, _ = read_dataset(dataset)
     then = TrainConfig.from_dict(ckpt["train_config"]).to_dict()  # settings added since then take their defaults
-    if then != cfg.train_config_obj().to_dict() or ckpt["data_digest"] != data_digest(_unique_by_path(rows)):
+    if then != train_config.to_dict() or ckpt["data_digest"] != data_digest(_unique_by_path(rows)):
         log.info("%s: an earlier training exists but with another config or data; training again", run_dir)
         return None
     summary = json.loads((run_dir / "summary.json").read_text())
@@ -440,7 +440,7 @@ def finished_run(run_dir: Path, dataset: Path, cfg: BenchConfig):
 def run_rotation(rotation: str, wake_words: str, out_dir: str, cfg_dict: dict, data: dict, progress: bool, resume: bool = False) -> dict:
     """Train, export, calibrate and test one rotation; returns its part of the report (JSON-ready).
 
-    ``resume``: reuse the rotation's earlier first-round training when it matches (``finished_run``).
+    ``resume``: reuse the rotation's earlier trainings (first round, fine-tuning) when they match (``finished_run``).
     """
     import torch
 
@@ -460,10 +460,10 @@ def run_rotation(rotation: str, wake_words: str, out_dir: str, cfg_dict: dict, d
     extra = [Path(p) for p in data.get("extra_sessions", [])]
     dataset = rotation_dataset(out / "dataset", Path(data["synth"]), real_files, train_words if cfg.real_negatives else (), extra)
 
-    result = (resume and finished_run(out / "train", dataset, cfg)) or train(dataset, cfg.train_config_obj(), out / "train", progress=progress)
+    result = (resume and finished_run(out / "train", dataset, cfg.train_config_obj())) or train(dataset, cfg.train_config_obj(), out / "train", progress=progress)
     mining = {}
     if cfg.mining:
-        result, mining = mine_and_fine_tune(out, dataset, result.checkpoint, cfg, Path(data["train_read_aloud"]), progress)
+        result, mining = mine_and_fine_tune(out, dataset, result.checkpoint, cfg, Path(data["train_read_aloud"]), progress, resume)
     seconds["train"] = time.perf_counter() - t0
     model_path = export_model(result.checkpoint, out / "model.onnx", **cfg.export)
     t = time.perf_counter()
@@ -519,7 +519,8 @@ def run_rotation(rotation: str, wake_words: str, out_dir: str, cfg_dict: dict, d
     }
 
 
-def mine_and_fine_tune(out: Path, dataset: Path, checkpoint: Path, cfg: BenchConfig, read_folder: Path, progress: bool):
+def mine_and_fine_tune(out: Path, dataset: Path, checkpoint: Path, cfg: BenchConfig, read_folder: Path, progress: bool,
+                       resume: bool = False):
     """The mining lever: the first model's false accepts on training-side negatives become a session; fine-tune on it.
 
     Mined from the rotation's training dataset negatives (synthetic
@@ -546,7 +547,7 @@ def mine_and_fine_tune(out: Path, dataset: Path, checkpoint: Path, cfg: BenchCon
         by_source[key] = by_source.get(key, 0) + 1
     audio_h = sum(len(a) for _, a in clips) / SAMPLE_RATE / 3600
     tc = cfg.train_config_obj().replace(init_from=str(checkpoint), epochs=m["epochs"], lr=m["lr"])
-    result = train(dataset, tc, out / "train-mined", progress=progress)
+    result = (resume and finished_run(out / "train-mined", dataset, tc)) or train(dataset, tc, out / "train-mined", progress=progress)
     return result, {**m, "searched_hours": round(audio_h, 3), "found": len(found), "kept": min(len(found), m["max_clips"]),
                     "kept_by_session": by_source, "first_round_checkpoint": str(checkpoint)}
 

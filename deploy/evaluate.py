@@ -21,6 +21,9 @@ Two passes over the held-out speakers' clips (see DESIGN.md, Evaluation):
   out of the background: a few hard words looped for an hour would make the
   FA/h a count of how often they repeat, not of how often ordinary speech
   wakes the device. They are measured one by one in the clip pass instead.
+  The same holds for ``mined`` windows (``deploy.mine``): each is one the
+  model itself once fired on, so a stream of them would make calibration
+  choose a threshold above the worst of them rather than for ordinary speech.
 
 Which clips: the rows of the model's ``split`` speakers (recorded in the
 model's metadata at training time); ``split="all"`` takes every row, for a
@@ -48,6 +51,7 @@ from collect.manifest import NEGATIVE, NOISE, ClipRow, data_digest, read_dataset
 from deploy.advice import DEFAULT_CI_TARGET, accent_plan, advise, check_ci_target
 from deploy.detector import Detector, fire_indices, smooth
 from deploy.error_clips import DEFAULT_CONTEXT_S, DEFAULT_TOP, background_at, check_options, cut_errors
+from deploy.mine import KIND as MINED_KIND
 from deploy.modelfile import KwsModel
 from deploy.stats import classification_metrics, confusion_matrix, rate_per_hour, wilson_interval
 from deploy.streams import Event, StreamClip, build_stream, match_detections
@@ -62,7 +66,8 @@ TOLERANCE_AFTER_S = 1.0  # a detection up to this long after a keyword's end sti
 STREAM_CHUNK_S = 10.0  # audio handed to the detector at a time in the stream pass (results do not depend on it)
 DET_TARGETS_FA_PER_HOUR = (0.5, 1.0, 2.0)  # operating points quoted in the report
 UNATTRIBUTED = "(noise or gap)"  # a stream false accept with no background speech near it
-CONFUSABLE = "confusable"  # manifest kind kept out of the stream background (see the module docstring)
+CONFUSABLE = "confusable"  # manifest kinds kept out of the stream background (see the module docstring)
+NOT_BACKGROUND = {CONFUSABLE, MINED_KIND}
 
 
 @dataclass(frozen=True)
@@ -213,7 +218,7 @@ def stream_pass(model: KwsModel, clips: list[EvalClip], *, background_minutes: f
         return StreamClip(c.audio, label, c.row.accent, c.row.speaker, c.row.path)
 
     keywords = [as_stream(c) for c in clips if c.truth]
-    background = [as_stream(c) for c in clips if not c.truth and c.row.kind != CONFUSABLE]
+    background = [as_stream(c) for c in clips if not c.truth and c.row.kind not in NOT_BACKGROUND]
     if not keywords:
         raise ManifestError("no keyword clips among the evaluated rows: a false-reject rate needs some")
     if not background:

@@ -79,3 +79,20 @@ def test_kws_mine_cli(keyword_model, tiny_dataset, tmp_path):
     assert "--init-from" in ok.stdout
     assert 1 <= len([r for r in load_rows(dataset) if r.session == "m"]) <= 4
     assert_clean_error(run("mine", keyword_model, dataset, "--threshold", "1.5"), "threshold")
+
+
+def test_mined_windows_stay_out_of_stream_background(keyword_model, negatives, tiny_dataset, tmp_path):
+    """Calibration streams ordinary speech: the model's own mined worst windows, looped, would set the threshold."""
+    from deploy.evaluate import EvalClip, stream_pass
+
+    dataset = tmp_path / "ds"
+    shutil.copytree(tiny_dataset, dataset)
+    model = KwsModel(keyword_model)
+    write_mined(dataset, find_false_accepts(model, negatives, threshold=0.05, progress=False), max_clips=5, session="mined")
+    rows = load_rows(dataset)
+    assert any(r.kind == "mined" for r in rows)
+    clips = [EvalClip(r, load_audio(dataset / r.path), int(r.label == "computer")) for r in rows]
+    run = stream_pass(model, clips, background_minutes=5.0, snr_db=10.0, seed=0, progress=False)
+    paths = {e.path for e in run.events}
+    assert not any(p.startswith("mined/") for p in paths)
+    assert any("sentence" in p for p in paths), sorted(paths)[:5]
