@@ -83,7 +83,7 @@ def make_speakers(accents: list[str], n_per_accent: int, seed: int) -> list[Flit
 
 
 def speak(text: str, speaker: FliteSpeaker, rng: np.random.Generator) -> np.ndarray:
-    """``text`` in this speaker's voice with per-take variation; float32 at 16 kHz, no leading or trailing silence."""
+    """``text`` in this speaker's voice with per-take variation; float32 at 16 kHz (``collect.synth.take`` trims and pads it)."""
     stretch = speaker.stretch * float(rng.uniform(0.9, 1.1)) * speaker.warp
     f0 = speaker.f0 * float(rng.uniform(0.93, 1.07)) / speaker.warp
     with tempfile.TemporaryDirectory(prefix="kws-flite-") as tmp:
@@ -94,7 +94,5 @@ def speak(text: str, speaker: FliteSpeaker, rng: np.random.Generator) -> np.ndar
         if proc.returncode != 0 or not out.is_file():
             raise ConfigError(f"flite failed for voice {speaker.voice!r}: {proc.stderr.strip() or 'no output'}")
         audio = load_audio(out)  # at 16 kHz whatever the voice's own rate
-    audio = resample(audio, int(round(SAMPLE_RATE * speaker.warp)), SAMPLE_RATE)
-    loud = np.flatnonzero(np.abs(audio) > 1e-2 * max(float(np.max(np.abs(audio))), 1e-6))
-    return audio[loud[0]: loud[-1] + 1] if len(loud) else audio
+    return resample(audio, int(round(SAMPLE_RATE * speaker.warp)), SAMPLE_RATE)
 

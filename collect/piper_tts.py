@@ -95,7 +95,7 @@ def make_speakers(accents: dict[str, str], n_per_accent: int, seed: int) -> list
 
 
 def speak(text: str, speaker: PiperSpeaker, rng: np.random.Generator) -> np.ndarray:
-    """``text`` in this speaker's voice with per-take variation; float32 at 16 kHz, no leading or trailing silence."""
+    """``text`` in this speaker's voice with per-take variation; float32 at 16 kHz (``collect.synth.take`` trims and pads it)."""
     from piper import SynthesisConfig
 
     voice = _voice()
@@ -115,6 +115,4 @@ def speak(text: str, speaker: PiperSpeaker, rng: np.random.Generator) -> np.ndar
         raise ConfigError(f"piper produced no audio for {text!r}")
     audio = np.concatenate(parts).astype(np.float32)
     # play warp times faster: resample as if recorded at rate * warp
-    audio = resample(audio, int(round(rate * speaker.warp)), SAMPLE_RATE)
-    loud = np.flatnonzero(np.abs(audio) > 1e-3 * max(float(np.max(np.abs(audio))), 1e-6) * 10)
-    return audio[loud[0]: loud[-1] + 1] if len(loud) else audio
+    return resample(audio, int(round(rate * speaker.warp)), SAMPLE_RATE)

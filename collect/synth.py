@@ -148,6 +148,8 @@ def take(text: str, voice, rng: np.random.Generator) -> np.ndarray:
         from collect import flite_tts, piper_tts
 
         audio = (piper_tts if isinstance(voice, piper_tts.PiperSpeaker) else flite_tts).speak(text, voice, rng)
+        loud = np.flatnonzero(np.abs(audio) > 1e-2 * max(float(np.max(np.abs(audio))), 1e-6))
+        audio = audio[loud[0]: loud[-1] + 1] if len(loud) else audio  # no silence of the engine's own: the gaps come next
     before, after = (int(SAMPLE_RATE * s) for s in rng.uniform(0.05, 0.35, size=2))
     audio = np.concatenate([np.zeros(before, np.float32), audio, np.zeros(after, np.float32)])
     peak = float(np.max(np.abs(audio))) or 1.0

@@ -1,113 +1,16 @@
-"""Levers of the real-speech benchmark that add training data: extra sessions beside the synthetic one.
+"""The decision lever of the real-speech benchmark: score smoothing tuned on validation, replayed on the test scores.
 
-``BenchConfig.extra_negatives`` names them (the key is historical: some add
-keyword copies too). Each extra session is written once into the benchmark
-cache, keyed by its parameters and the synthetic session it derives from, and
-linked into every rotation's training dataset.
-
-- ``"room_mic": {"copies": N, "keywords_only": bool}``: N copies of each
-  synthetic clip through a simulated room (exponentially decaying noise
-  impulse response, RT60 0.15-0.9 s, random direct-to-reverberant ratio) and
-  a microphone (band-pass 80-400 Hz to 3-7.5 kHz, a random peaking EQ, level
-  change). Why: espeak-ng output is dry, full-band and clean; the real
-  recordings are made in rooms on laptop and phone microphones. The copies
-  keep the speaker id of their source, so the speaker-disjoint splits stay
-  disjoint (a val speaker's copies are val clips).
-
-Done offline rather than in ``features.augment`` so the lever needs no change
-to shared training code; the price is that each copy is one fixed draw, not a
-new one every epoch.
+Training-data levers (engines, room and microphone augmentation, mining) are
+keys of the benchmark config itself (``deploy.benchmark_real.BenchConfig``)
+and of the training config (``features.augment``).
 """
 
 from __future__ import annotations
 
 import json
-import shutil
-from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
-
-from collect.manifest import ManifestWriter, read_dataset
-from features.audio import SAMPLE_RATE, load_audio
-
-SUPPORTED = ("room_mic",)
-
-
-def room_impulse(rng: np.random.Generator, rate: int = SAMPLE_RATE) -> np.ndarray:
-    """A diffuse-room impulse response: direct path, then noise decaying by 60 dB over RT60."""
-    rt60 = rng.uniform(0.15, 0.9)
-    n = int(rate * min(rt60 * 1.2, 1.0))
-    t = np.arange(n) / rate
-    tail = rng.standard_normal(n) * np.exp(-6.9 * t / rt60)
-    tail[: int(rate * rng.uniform(0.002, 0.01))] = 0.0  # first reflections arrive a few ms after the direct sound
-    drr_db = rng.uniform(-3, 12)  # direct-to-reverberant energy ratio
-    tail *= np.sqrt(10 ** (-drr_db / 10) / (np.sum(tail**2) + 1e-12))
-    tail[0] += 1.0
-    return tail.astype(np.float32)
-
-
-def microphone(audio: np.ndarray, rng: np.random.Generator, rate: int = SAMPLE_RATE) -> np.ndarray:
-    """Band-limit and colour like a cheap microphone: band-pass plus one random peaking boost or cut."""
-    from scipy.signal import butter, sosfilt
-
-    low, high = rng.uniform(80, 400), rng.uniform(3000, 7500)
-    out = sosfilt(butter(2, [low, high], btype="band", fs=rate, output="sos"), audio)
-    f0, gain_db, q = rng.uniform(300, 4000), rng.uniform(-8, 8), rng.uniform(0.7, 3)
-    # RBJ peaking EQ biquad
-    a_ = 10 ** (gain_db / 40)
-    w0 = 2 * np.pi * f0 / rate
-    alpha = np.sin(w0) / (2 * q)
-    b = np.array([1 + alpha * a_, -2 * np.cos(w0), 1 - alpha * a_])
-    a = np.array([1 + alpha / a_, -2 * np.cos(w0), 1 - alpha / a_])
-    out = sosfilt(np.concatenate([b / a[0], a / a[0]])[None], out)
-    return out.astype(np.float32)
-
-
-def room_mic(audio: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    """One room + microphone rendering of a clip, at its original peak level (the gain lever is separate)."""
-    from scipy.signal import fftconvolve
-
-    wet = fftconvolve(audio, room_impulse(rng))[: len(audio) + SAMPLE_RATE // 4]
-    wet = microphone(wet, rng)
-    peak_in, peak_out = float(np.max(np.abs(audio))) or 1.0, float(np.max(np.abs(wet))) or 1.0
-    return (wet * (peak_in / peak_out)).astype(np.float32)
-
-
-def extra_negative_sessions(cache: Path, cfg, synth: Path, progress: bool) -> list[Path]:
-    """Build (or reuse) the extra sessions ``cfg.extra_negatives`` asks for; returns dataset folders to link in."""
-    from tqdm import tqdm
-
-    from collect.synth import write_clip
-    from deploy.benchmark_real import _digest, _done, _mark_done
-
-    unknown = sorted(set(cfg.extra_negatives) - set(SUPPORTED))
-    if unknown:
-        from features.errors import ConfigError
-
-        raise ConfigError(f"extra_negatives: unknown lever(s) {', '.join(unknown)}; known: {', '.join(SUPPORTED)}")
-    out = []
-    if "room_mic" in cfg.extra_negatives:
-        p = {"copies": 1, "keywords_only": False, **cfg.extra_negatives["room_mic"]}
-        params = {**p, "source": synth.name, "seed": cfg.seed}
-        folder = cache / f"roommic-{_digest(params)}"
-        if not _done(folder):
-            shutil.rmtree(folder, ignore_errors=True)
-            rows, _ = read_dataset(synth)
-            rows = [r for r in rows if r.kind != "noise" and (r.kind == "keyword" or not p["keywords_only"])]
-            with ManifestWriter(folder, "room-mic") as writer:
-                for r in tqdm(rows, desc="room+mic copies", unit="clip", disable=not progress):
-                    rng = np.random.default_rng([cfg.seed, *map(ord, r.path)])
-                    audio = load_audio(synth / r.path)
-                    for c in range(p["copies"]):
-                        rel = f"room-mic/{Path(r.path).stem}-rm{c}.wav"
-                        write_clip(writer, folder, rel, room_mic(audio, rng),
-                               replace(r, path=rel, session="room-mic", source=r.source + ":room-mic",
-                                       extra={**r.extra, "derived_from": r.path}))
-            _mark_done(folder, params)
-        out.append(folder)
-    (cache / "levers.json").write_text(json.dumps({"last": cfg.extra_negatives}, default=str))
-    return out
 
 
 # ----------------------------------------------------------------------------- decision lever: smoothing tuned on validation

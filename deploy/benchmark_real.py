@@ -87,7 +87,6 @@ class BenchConfig:
     train_config: str | dict = "default.json"  # a file under configs/ (or a path), or an inline TrainConfig dict
     train_overrides: dict = field(default_factory=dict)  # applied on top of train_config
     real_negatives: bool = True  # add the rotation's training-side real folders as negatives
-    extra_negatives: dict = field(default_factory=dict)  # see add_extra_negatives (levers)
     # false-accept mining and a fine-tuning round (deploy.mine); {} = off. Keys: MINING_DEFAULTS
     mining: dict = field(default_factory=dict)
     export: dict = field(default_factory=lambda: {"smoothing": 3, "refractory_s": 1.0})
@@ -325,8 +324,7 @@ def dataset_clips(folder: Path, truth_of_keyword: int = 1, speaker_prefix: str =
 # ----------------------------------------------------------------------------- one rotation
 
 
-def rotation_dataset(root: Path, synth: Path, real_files: dict[str, list[Path]], train_words: tuple[str, ...],
-                     extra: list[Path] = ()) -> Path:
+def rotation_dataset(root: Path, synth: Path, real_files: dict[str, list[Path]], train_words: tuple[str, ...]) -> Path:
     """The rotation's training dataset: links to the synthetic session(s) and a manifest of the training-side real negatives.
 
     Links, not copies: the real data stays where it is (and is never
@@ -337,9 +335,8 @@ def rotation_dataset(root: Path, synth: Path, real_files: dict[str, list[Path]],
 
     shutil.rmtree(root, ignore_errors=True)
     root.mkdir(parents=True)
-    for src in [synth, *extra]:
-        for session in sorted(p for p in src.iterdir() if (p / "manifest.jsonl").is_file()):
-            os.symlink(session.resolve(), root / f"{session.name}" if src == synth else root / f"{src.name}-{session.name}")
+    for session in sorted(p for p in synth.iterdir() if (p / "manifest.jsonl").is_file()):
+        os.symlink(session.resolve(), root / session.name)
     if train_words:
         session = root / REAL_SESSION
         session.mkdir()
@@ -420,14 +417,14 @@ def finished_run(run_dir: Path, dataset: Path, train_config):
     """
     from train.checkpoint import load_checkpoint
     from train.config import TrainConfig
-    from train.loop import RunResult, _unique_by_path
+    from train.loop import RunResult, unique_by_path
 
     if not ((run_dir / "best.pt").is_file() and (run_dir / "summary.json").is_file()):
         return None
     _, ckpt = load_checkpoint(run_dir / "best.pt")
     rows, _ = read_dataset(dataset)
     then = TrainConfig.from_dict(ckpt["train_config"]).to_dict()  # settings added since then take their defaults
-    if then != train_config.to_dict() or ckpt["data_digest"] != data_digest(_unique_by_path(rows)):
+    if then != train_config.to_dict() or ckpt["data_digest"] != data_digest(unique_by_path(rows)):
         log.info("%s: an earlier training exists but with another config or data; training again", run_dir)
         return None
     summary = json.loads((run_dir / "summary.json").read_text())
@@ -457,8 +454,7 @@ def run_rotation(rotation: str, wake_words: str, out_dir: str, cfg_dict: dict, d
     out = Path(out_dir) / f"rotation-{rotation}"
     real_files = check_wake_words(wake_words)
     train_words, test_words = ROTATIONS[rotation]
-    extra = [Path(p) for p in data.get("extra_sessions", [])]
-    dataset = rotation_dataset(out / "dataset", Path(data["synth"]), real_files, train_words if cfg.real_negatives else (), extra)
+    dataset = rotation_dataset(out / "dataset", Path(data["synth"]), real_files, train_words if cfg.real_negatives else ())
 
     result = (resume and finished_run(out / "train", dataset, cfg.train_config_obj())) or train(dataset, cfg.train_config_obj(), out / "train", progress=progress)
     mining = {}
@@ -563,10 +559,6 @@ def prepare_data(out_root: Path, cfg: BenchConfig, progress: bool) -> dict:
             "read_aloud": str(read_aloud(cache, cfg, progress))}
     if cfg.mining:
         data["train_read_aloud"] = str(read_aloud(cache, cfg, progress, training_side=True))
-    if cfg.extra_negatives:
-        from deploy.benchmark_levers import extra_negative_sessions
-
-        data["extra_sessions"] = [str(p) for p in extra_negative_sessions(cache, cfg, Path(data["synth"]), progress)]
     return data
 
 

@@ -94,7 +94,7 @@ def train(dataset_dir: str | Path, config: TrainConfig, out_dir: str | Path, pro
         log.warning("skipping %d unreadable manifest line(s):\n  %s", len(bad_lines), "\n  ".join(map(str, bad_lines)))
     if not rows:
         raise ManifestError(f"{dataset_dir}: no clips found in any */manifest.jsonl")
-    rows = _unique_by_path(rows)
+    rows = unique_by_path(rows)
     clips, labels, skipped = load_clips(dataset_dir, rows, fcfg.sample_rate)
     if skipped:
         log.warning("skipping %d clip(s) whose audio cannot be used:\n  %s", len(skipped), "\n  ".join(skipped))
@@ -277,7 +277,7 @@ def _predict(model: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
     return torch.cat([model(x[i : i + EVAL_BATCH]) for i in range(0, len(x), EVAL_BATCH)])
 
 
-def _unique_by_path(rows: list[ClipRow]) -> list[ClipRow]:
+def unique_by_path(rows: list[ClipRow]) -> list[ClipRow]:
     """One row per clip path: a session folder copied twice must not double its weight (or leak across splits)."""
     seen, out = set(), []
     for row in rows:
