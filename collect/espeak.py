@@ -4,6 +4,13 @@ The library is used, not the ``espeak-ng`` binary, so no system package is
 needed and no process is started per clip. espeak-ng keeps global state, so
 this module owns one initialised engine per process; calls are serialised by a
 lock.
+
+espeak-ng's waveform has a little random flutter from two generators, its own
+(``espeak_ng_SetRandSeed``) and the C library's ``rand``. ``espeak(seed=...)``
+seeds both before speaking, so a process that makes the same calls in the same
+order gets the same bytes. Some state also carries from one utterance to the
+next inside the library (re-initialising does not reset it), so the same call
+after different earlier ones can still differ by a few samples.
 """
 
 from __future__ import annotations
@@ -43,6 +50,9 @@ class _Engine:
         self._callback = _CALLBACK(self._collect)  # kept referenced: the library holds the pointer
         self.lib.espeak_SetSynthCallback(self._callback)
         self.lib.espeak_SetVoiceByName.argtypes = [ctypes.c_char_p]
+        self.lib.espeak_ng_SetRandSeed.argtypes = [ctypes.c_long]
+        self._libc = ctypes.CDLL(None)  # the C library the engine's rand() comes from
+        self._libc.srand.argtypes = [ctypes.c_uint]
         self.lib.espeak_Synth.argtypes = [
             ctypes.c_char_p, ctypes.c_size_t, ctypes.c_uint, ctypes.c_int, ctypes.c_uint, ctypes.c_uint, ctypes.c_void_p, ctypes.c_void_p
         ]
@@ -52,9 +62,12 @@ class _Engine:
             self._chunks.append(np.ctypeslib.as_array(wav, shape=(n,)).copy())
         return 0
 
-    def synth(self, text: str, voice: str, params: dict[str, int]) -> np.ndarray:
+    def synth(self, text: str, voice: str, params: dict[str, int], seed: int | None) -> np.ndarray:
         if self.lib.espeak_SetVoiceByName(voice.encode()) != 0:
             raise ConfigError(f"espeak-ng has no voice {voice!r}")
+        if seed is not None:
+            self.lib.espeak_ng_SetRandSeed(seed)
+            self._libc.srand(seed)
         for name, value in params.items():
             self.lib.espeak_SetParameter(_PARAM[name], int(value), 0)
         self._chunks = []
@@ -67,11 +80,13 @@ class _Engine:
         return np.concatenate(self._chunks).astype(np.float32) / 32768.0
 
 
-def espeak(text: str, voice: str = "en-us", *, rate: int = 175, pitch: int = 50, pitch_range: int = 50, word_gap: int = 0, volume: int = 100) -> tuple[np.ndarray, int]:
+def espeak(text: str, voice: str = "en-us", *, rate: int = 175, pitch: int = 50, pitch_range: int = 50, word_gap: int = 0, volume: int = 100,
+           seed: int | None = None) -> tuple[np.ndarray, int]:
     """Speak ``text`` with an espeak-ng voice (``"en-gb-scotland"``, ``"es+f3"``...).
 
     ``rate`` is in words per minute (80-450), ``pitch`` and ``pitch_range``
-    0-100, ``word_gap`` in units of 10 ms. Returns float32 audio and its sample
+    0-100, ``word_gap`` in units of 10 ms. ``seed`` (0 to 2**31 - 1) fixes the
+    waveform's random flutter (see the module docstring). Returns float32 audio and its sample
     rate (22050 Hz for espeak-ng).
     """
     global _engine
@@ -79,4 +94,4 @@ def espeak(text: str, voice: str = "en-us", *, rate: int = 175, pitch: int = 50,
         if _engine is None:
             _engine = _Engine()
         params = {"rate": rate, "pitch": pitch, "range": pitch_range, "wordgap": word_gap, "volume": volume}
-        return _engine.synth(text, voice, params), _engine.sample_rate
+        return _engine.synth(text, voice, params, seed), _engine.sample_rate

@@ -20,10 +20,12 @@ in the same accents with a neural voice; the third, ``flite``
 accents it has. Each engine writes its own session (``synth-espeak``,
 ``synth-piper``, ``synth-flite``) so a dataset can hold all of them.
 
-The seed fixes voices, prompts and every parameter. espeak-ng itself adds a
-little waveform jitter (pitch flutter) that cannot be seeded, so two runs give
-the same dataset up to a few samples per clip; the data digest of a training
-run records the exact bytes it used.
+The seed fixes voices, prompts and every parameter, and seeds espeak-ng's own
+waveform flutter per take, so ``kws synth`` run twice with the same arguments
+writes the same bytes. Within one process, espeak-ng carries a little state
+from one utterance to the next, so the same take made after different earlier
+ones can differ by a few samples; the data digest of a training run records
+the exact bytes it used.
 """
 
 from __future__ import annotations
@@ -96,9 +98,10 @@ def slug(phrase: str) -> str:
     return s
 
 
-def synthesize(text: str, voice: str = "en-us", *, rate: int = 175, pitch: int = 50, pitch_range: int = 50, word_gap: int = 0) -> np.ndarray:
+def synthesize(text: str, voice: str = "en-us", *, rate: int = 175, pitch: int = 50, pitch_range: int = 50, word_gap: int = 0,
+               seed: int | None = None) -> np.ndarray:
     """Speak ``text`` with an espeak-ng voice; float32 at 16 kHz, trimmed of espeak's trailing pause."""
-    audio, rate_hz = espeak(text, voice, rate=rate, pitch=pitch, pitch_range=pitch_range, word_gap=word_gap)
+    audio, rate_hz = espeak(text, voice, rate=rate, pitch=pitch, pitch_range=pitch_range, word_gap=word_gap, seed=seed)
     audio = resample(audio, rate_hz, SAMPLE_RATE)
     loud = np.flatnonzero(np.abs(audio) > 1e-3)
     return audio[: loud[-1] + 1] if len(loud) else audio
@@ -143,6 +146,7 @@ def take(text: str, voice, rng: np.random.Generator) -> np.ndarray:
             pitch=int(np.clip(voice.pitch + rng.integers(-8, 9), 0, 100)),
             pitch_range=voice.pitch_range,
             word_gap=int(rng.integers(0, 4)),
+            seed=int(rng.integers(2**31)),
         )
     else:
         from collect import flite_tts, piper_tts

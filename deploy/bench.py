@@ -135,7 +135,8 @@ def builtin_stream(phrases: list[str], *, takes_per_phrase: int = 6, n_sentences
     t += len(pieces[-1])
     for k in order:
         phrase, text, voice = items[k]
-        clip = synthesize(text, voice, rate=int(rng.integers(140, 190)), pitch=int(rng.integers(35, 65)))
+        clip = synthesize(text, voice, rate=int(rng.integers(140, 190)), pitch=int(rng.integers(35, 65)),
+                           seed=int(rng.integers(2**31)))
         loud = np.flatnonzero(np.abs(clip) > 1e-3)
         if len(loud) == 0:
             continue
