@@ -49,7 +49,9 @@ The output folder gets ``results.json`` (space, seed, folds, data digest,
 library versions, every trial), ``results.md`` and ``results.csv`` (best
 first), ``results.png`` (the metric per trial with its fold spread),
 ``best_config.json`` (a training config ``kws train --config`` reads) and
-``trials/NNN/fold-K/``, the run folder of every fold. ``results.json`` is
+``trials/NNN-<key>/fold-K/``, the run folder of every fold (the key, a hash
+of the trial's config, data and folds, keeps a reused trial's folder from
+being overwritten by a new trial of the same number). ``results.json`` is
 rewritten after every trial; a trial already in it with the same config,
 data digest and folds is reused, not trained again, so an interrupted or
 extended search resumes where it stopped.
@@ -339,7 +341,7 @@ def tune(dataset_dir: str | Path, space: SearchSpace, out_dir: str | Path, mode:
             for k in range(n_folds):
                 bar.set_description(f"trial {number}/{len(trials)} fold {k + 1}/{n_folds}")
                 with _quiet_training():
-                    run = train(dataset_dir, config, out_dir / "trials" / f"{number:03d}" / f"fold-{k + 1}",
+                    run = train(dataset_dir, config, out_dir / "trials" / f"{number:03d}-{key[:8]}" / f"fold-{k + 1}",
                                 progress=False, assignment=fold_assignment(split, k))
                 folds.append({"fold": k + 1, **{m: run.val_metrics[m] for m in METRICS}, "best_epoch": run.best_epoch,
                               "epochs_run": run.epochs_run, "seconds": run.seconds, "run_dir": str(run.run_dir)})
