@@ -127,7 +127,7 @@ def test_search_writes_results_and_each_fold_trains_on_the_right_speakers(search
     assert sorted(t["params"]["lr"] for t in trials) == [0.003, 0.01]
     test = set(results["splits"]["test"])
     for t in trials:
-        assert len(t["folds"]) == 2 and len(t["recall_at_far"]) == 2 and t["epochs"] == 1
+        assert len(t["folds"]) == 2 and len(t["per_fold"]) == 2 and t["epochs"] == 1
         for k, fold in enumerate(t["folds"]):
             data = json.loads((Path(fold["run_dir"]) / "data.json").read_text())
             assert data["splits"]["val"] == results["splits"]["folds"][k]
@@ -182,6 +182,12 @@ def test_rerun_reuses_finished_trials(searched, tiny_dataset, monkeypatch):
     assert all(t["reused"] for t in again.trials)
     assert [t["mean"] for t in again.trials] == [t["mean"] for t in searched.trials]
     assert {t["key"] for t in again.results["trials"]} == {t["key"] for t in before["trials"]}
+
+    by_loss = tune(tiny_dataset, space({**QUICK, "lr": [0.003, 0.01]}), searched.out_dir, mode="grid", n_folds=2, seed=0,
+                   metric="loss", progress=False)  # another metric re-ranks the same folds
+    assert all(t["reused"] for t in by_loss.trials)
+    assert [t["mean"] for t in by_loss.trials] == sorted(t["val_loss_mean"] for t in searched.trials)
+    assert "loss mean ± std" in (searched.out_dir / "results.md").read_text()
 
 
 def test_cli_bad_space_is_one_line_without_traceback(tiny_dataset, tmp_path):

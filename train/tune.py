@@ -41,7 +41,10 @@ validation negatives fire. That is the figure a wake word is judged by
 (keywords caught while false wake-ups are held low), unlike accuracy, which
 the many easy negatives dominate. It is coarse on small folds (a handful of
 negatives decides the threshold), so trials tie on it often; ties go to the
-lower mean validation loss. ``loss`` (smooth, lower is better), ``f1`` and
+lower mean validation loss. With fewer than ``1 / far_target`` validation
+negatives in a fold (100 at 1 %), the threshold is simply the highest
+negative's score and the figure swings from fold to fold; ``loss`` is the
+steadier choice there. ``loss`` (smooth, lower is better), ``f1`` and
 ``accuracy`` can be chosen instead. Each trial records the metric per fold,
 its mean and standard deviation over folds (ddof 1), seconds and epochs.
 
@@ -333,8 +336,9 @@ def tune(dataset_dir: str | Path, space: SearchSpace, out_dir: str | Path, mode:
     try:
         for number, (params, config) in enumerate(trials, start=1):
             key = _trial_key(config, digest, split)
-            if key in previous:
-                done.append({**previous[key], "trial": number, "reused": True})
+            if key in previous:  # summarised anew: the metric may differ from the earlier search's
+                old = previous[key]
+                done.append({**_summarise(number, params, config, key, old["folds"], metric, old["seconds"]), "reused": True})
                 bar.update(n_folds)
                 continue
             started, folds = time.perf_counter(), []
@@ -370,7 +374,7 @@ def _summarise(number, params, config, key, folds, metric, seconds) -> dict:
     values = [f[metric] for f in folds]
     return {
         "trial": number, "params": params, "key": key, "config": config.to_dict(), "folds": folds,
-        metric: values, "mean": _round(np.mean(values)), "std": _round(np.std(values, ddof=1)) if len(values) > 1 else 0.0,
+        "metric": metric, "per_fold": values, "mean": _round(np.mean(values)), "std": _round(np.std(values, ddof=1)) if len(values) > 1 else 0.0,
         "val_loss_mean": _round(np.mean([f["loss"] for f in folds])),
         "epochs": _round(np.mean([f["epochs_run"] for f in folds])), "seconds": round(seconds, 1),
     }
@@ -448,7 +452,7 @@ def results_markdown(results: dict, ranked: list[dict], keys: list[str]) -> str:
         "|" + "---|" * (len(keys) + 7),
     ]
     for i, t in enumerate(ranked, start=1):
-        folds = " / ".join(f"{v:.3f}" for v in t[metric])
+        folds = " / ".join(f"{v:.3f}" for v in t["per_fold"])
         lines.append(f"| {i} | {t['trial']} | " + " | ".join(_cell(t["params"].get(k)) for k in keys)
                      + f" | {t['mean']:.3f} ± {t['std']:.3f} | {folds} | {t['val_loss_mean']:.3f} | {t['epochs']:g} | {t['seconds']:.0f} |")
     return "\n".join(lines) + "\n"
@@ -460,7 +464,7 @@ def _write_csv(path: Path, ranked: list[dict], keys: list[str], metric: str, n_f
         w.writerow(["rank", "trial", *keys, f"{metric}_mean", f"{metric}_std", *(f"fold_{k + 1}" for k in range(n_folds)),
                     "val_loss_mean", "epochs", "seconds"])
         for i, t in enumerate(ranked, start=1):
-            w.writerow([i, t["trial"], *(_cell(t["params"].get(k)) for k in keys), t["mean"], t["std"], *t[metric],
+            w.writerow([i, t["trial"], *(_cell(t["params"].get(k)) for k in keys), t["mean"], t["std"], *t["per_fold"],
                         t["val_loss_mean"], t["epochs"], t["seconds"]])
 
 
@@ -477,7 +481,7 @@ def plot_trials(trials: list[dict], metric: str, path: Path) -> Path:
     fig, ax = plt.subplots(figsize=(max(5.0, 0.5 * len(trials) + 2), 4))
     for t in trials:
         colour = "tab:red" if t["trial"] == best else "tab:blue"
-        ax.scatter([t["trial"]] * len(t[metric]), t[metric], s=14, color="0.6", zorder=2)
+        ax.scatter([t["trial"]] * len(t["per_fold"]), t["per_fold"], s=14, color="0.6", zorder=2)
         ax.errorbar(t["trial"], t["mean"], yerr=t["std"], fmt="o", color=colour, capsize=4, zorder=3)
     ax.set(xlabel="trial", ylabel=f"validation {metric}", title=f"{metric} per trial (dots: folds; red: best, trial {best})")
     ax.set_xticks([t["trial"] for t in trials])
