@@ -83,6 +83,19 @@ class FeatureConfig:
         return hashlib.sha256(self.to_json().encode()).hexdigest()[:12]
 
 
+def read_json_file(path, what: str):
+    """Parse a hand-written JSON file; a missing file or bad JSON is a ``ConfigError`` naming the file."""
+    from pathlib import Path
+
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"{path}: {what} file not found")
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{path}: not valid JSON ({exc})") from None
+
+
 def check_keys(cls, d: dict, what: str) -> None:
     """Refuse anything but a dict whose keys are fields of the dataclass ``cls``, naming the culprits.
 

@@ -11,12 +11,11 @@ from __future__ import annotations
 
 import dataclasses
 import inspect
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from features.augment import AugmentConfig
-from features.config import FeatureConfig, check_keys
+from features.config import FeatureConfig, check_keys, read_json_file
 from features.errors import ConfigError
 from train.models import MODELS
 
@@ -116,13 +115,7 @@ class TrainConfig:
     @classmethod
     def from_file(cls, path: str | Path) -> "TrainConfig":
         """Read a JSON config file; errors name the file and the offending key."""
-        path = Path(path)
-        if not path.is_file():
-            raise ConfigError(f"{path}: training config file not found")
-        try:
-            d = json.loads(path.read_text(encoding="utf-8"))
-        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-            raise ConfigError(f"{path}: not valid JSON ({exc})") from None
+        d = read_json_file(path, "training config")
         try:
             return cls.from_dict(d)
         except ConfigError as exc:

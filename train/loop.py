@@ -46,6 +46,7 @@ from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Mapping
 
 import numpy as np
 import torch
@@ -82,8 +83,16 @@ class RunResult:
     history: list[dict] = field(default_factory=list)  # the metrics.jsonl lines
 
 
-def train(dataset_dir: str | Path, config: TrainConfig, out_dir: str | Path, progress: bool = True) -> RunResult:
-    """Train a classifier on ``dataset_dir`` with ``config``; write the run folder ``out_dir`` (see module doc)."""
+def train(dataset_dir: str | Path, config: TrainConfig, out_dir: str | Path, progress: bool = True,
+          assignment: Mapping[str, str] | None = None) -> RunResult:
+    """Train a classifier on ``dataset_dir`` with ``config``; write the run folder ``out_dir`` (see module doc).
+
+    ``assignment`` (speaker -> ``"train"``, ``"val"`` or ``"test"``) replaces
+    the split that ``assign_splits`` would make from the config's seed and
+    fractions; speakers it does not name are left out of the run altogether
+    (``kws tune`` uses this for its cross-validation folds, keeping the test
+    speakers out). The data digest is then that of the clips the run used.
+    """
     start_time = time.perf_counter()
     dataset_dir = Path(dataset_dir).resolve()
     out_dir = Path(out_dir)
@@ -95,12 +104,15 @@ def train(dataset_dir: str | Path, config: TrainConfig, out_dir: str | Path, pro
     if not rows:
         raise ManifestError(f"{dataset_dir}: no clips found in any */manifest.jsonl")
     rows = unique_by_path(rows)
+    if assignment is not None:
+        rows = _rows_in(assignment, rows)
     clips, labels, skipped = load_clips(dataset_dir, rows, fcfg.sample_rate)
     if skipped:
         log.warning("skipping %d clip(s) whose audio cannot be used:\n  %s", len(skipped), "\n  ".join(skipped))
     check_classes(clips, labels, dataset_dir)
     used_rows = [c.row for c in clips]
-    assignment = assign_splits(used_rows, config.seed, config.val_fraction, config.test_fraction)
+    if assignment is None:
+        assignment = assign_splits(used_rows, config.seed, config.val_fraction, config.test_fraction)
     split_clips = {name: [c for c in clips if assignment[c.row.speaker] == name] for name in SPLITS}
     _check_splits(split_clips, labels, dataset_dir)
     digest = data_digest(used_rows)
@@ -112,8 +124,8 @@ def train(dataset_dir: str | Path, config: TrainConfig, out_dir: str | Path, pro
                         noise_clips=[c.audio for c in split_clips["train"] if c.row.label == NOISE])
     model_args = {"n_mfcc": fcfg.n_mfcc, "n_labels": len(labels), **config.model_args}
     splits = speakers_by_split(assignment)
-    _write_json(out_dir / "config.json", _run_config(config, fcfg, maker, labels, model_args, dataset_dir))
-    _write_json(out_dir / "data.json", _data_report(dataset_dir, digest, labels, split_clips, splits, skipped, bad_lines))
+    write_json(out_dir / "config.json", _run_config(config, fcfg, maker, labels, model_args, dataset_dir))
+    write_json(out_dir / "data.json", _data_report(dataset_dir, digest, labels, split_clips, splits, skipped, bad_lines))
 
     previous_threads = torch.get_num_threads()
     torch.set_num_threads(default_threads(config.num_threads))
@@ -225,7 +237,7 @@ def _fit(config, maker, split_clips, labels, model_args, splits, digest, dataset
     result = RunResult(run_dir=out_dir, checkpoint=checkpoint, best_epoch=best["epoch"], val_metrics=best["metrics"],
                        test_metrics=test, epochs_run=len(history), seconds=round(seconds, 2), labels=list(labels),
                        data_digest=digest, history=history)
-    _write_json(out_dir / "summary.json", {
+    write_json(out_dir / "summary.json", {
         "best_epoch": result.best_epoch, "epochs_run": result.epochs_run, "monitor": config.monitor,
         "seconds": result.seconds, "val_metrics": result.val_metrics, "test_metrics": test, "checkpoint": str(checkpoint),
     })
@@ -289,6 +301,19 @@ def unique_by_path(rows: list[ClipRow]) -> list[ClipRow]:
     return out
 
 
+def _rows_in(assignment: Mapping[str, str], rows: list[ClipRow]) -> list[ClipRow]:
+    """The rows of the speakers an explicit split assignment names (its splits checked)."""
+    wrong = sorted({split for split in assignment.values() if split not in SPLITS})
+    if wrong:
+        raise ConfigError(f"split assignment: unknown split(s) {', '.join(map(repr, wrong))}; use {', '.join(SPLITS)}")
+    kept = [row for row in rows if row.speaker in assignment]
+    left_out = {row.speaker for row in rows} - set(assignment)
+    if left_out:
+        log.info("leaving out %d speaker(s) that the split assignment does not name (%d clips)",
+                 len(left_out), len(rows) - len(kept))
+    return kept
+
+
 def _check_splits(split_clips: dict[str, list[Clip]], labels: list[str], dataset: Path) -> None:
     """Training needs keywords and negatives; early stopping needs validation speakers."""
     train_labels = {c.label for c in split_clips["train"]}
@@ -349,6 +374,13 @@ def plot_curve(history: list[dict], path: Path) -> Path:
     ax_acc.legend(loc="lower right")
     for ax in (ax_loss, ax_acc):
         ax.grid(alpha=0.3)
+    return save_figure(fig, path)
+
+
+def save_figure(fig, path: Path) -> Path:
+    """Write a matplotlib figure as a PNG atomically (a temp file, then a rename) and close it."""
+    import matplotlib.pyplot as plt
+
     fig.tight_layout()
     tmp = path.with_suffix(".tmp.png")
     fig.savefig(tmp, dpi=100)
@@ -357,7 +389,8 @@ def plot_curve(history: list[dict], path: Path) -> Path:
     return path
 
 
-def _write_json(path: Path, data: dict) -> None:
+def write_json(path: Path, data: dict) -> None:
+    """Write ``data`` as indented JSON atomically (a temp file, then a rename)."""
     tmp = path.with_suffix(".json.tmp")
     tmp.write_text(json.dumps(data, indent=2, sort_keys=True, default=str) + "\n", encoding="utf-8")
     tmp.replace(path)

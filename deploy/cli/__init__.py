@@ -19,6 +19,7 @@ from deploy.cli import (  # noqa: F401,E402
     synth,
     data,
     train,
+    tune,
     mine,
     export,
     evaluate,
