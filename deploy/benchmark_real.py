@@ -72,7 +72,7 @@ TEXT_FILE = Path(__file__).resolve().parent.parent / "benchmarks" / "background_
 CONFIGS = Path(__file__).resolve().parent.parent / "configs"
 # Mining round: windows of training-side negatives scoring >= threshold under the first model, at most max_clips,
 # then fine-tuning from the first model for `epochs` at peak learning rate `lr`. read_aloud_takes: long takes per training voice.
-MINING_DEFAULTS = {"threshold": 0.2, "max_clips": 2000, "epochs": 8, "lr": 1e-3, "read_aloud_takes": 2}
+MINING_DEFAULTS = {"threshold": 0.2, "max_clips": 2000, "epochs": 8, "lr": 1e-3, "read_aloud_takes": 2, "rounds": 1}
 
 
 @dataclass(frozen=True)
@@ -87,7 +87,7 @@ class BenchConfig:
     train_config: str | dict = "default.json"  # a file under configs/ (or a path), or an inline TrainConfig dict
     train_overrides: dict = field(default_factory=dict)  # applied on top of train_config
     real_negatives: bool = True  # add the rotation's training-side real folders as negatives
-    # false-accept mining and a fine-tuning round (deploy.mine); {} = off. Keys: MINING_DEFAULTS
+    # false-accept mining and fine-tuning, "rounds" times (deploy.mine); {} = off. Keys: MINING_DEFAULTS
     mining: dict = field(default_factory=dict)
     export: dict = field(default_factory=lambda: {"smoothing": 3, "refractory_s": 1.0})
     calibration: dict = field(default_factory=lambda: {"target_fa_per_hour": 0.5, "background_minutes": 60.0})
@@ -517,35 +517,44 @@ def run_rotation(rotation: str, wake_words: str, out_dir: str, cfg_dict: dict, d
 
 def mine_and_fine_tune(out: Path, dataset: Path, checkpoint: Path, cfg: BenchConfig, read_folder: Path, progress: bool,
                        resume: bool = False):
-    """The mining lever: the first model's false accepts on training-side negatives become a session; fine-tune on it.
+    """The mining lever: a model's false accepts on training-side negatives become a session; fine-tune on it; repeat.
 
     Mined from the rotation's training dataset negatives (synthetic
     sentences and confusables, the training-side real folders) and long
-    read-aloud takes by the training voices; never from test audio.
-    Returns the fine-tuned ``RunResult`` and what was mined.
+    read-aloud takes by the training voices; never from test audio. Round
+    ``n`` mines with the model of round ``n - 1`` (the first with the first
+    model) into the session ``mined`` (``mined-n`` after the first), so the
+    windows of every round stay in the dataset, and fine-tunes that model on
+    the whole dataset into ``train-mined`` (``train-mined-n``). Returns the
+    last fine-tuned ``RunResult`` and what each round mined.
     """
     from deploy.export import export_model
-    from deploy.mine import SESSION, find_false_accepts, write_mined
+    from deploy.mine import KIND, SESSION, find_false_accepts, write_mined
     from deploy.modelfile import KwsModel
     from features.audio import load_audio
     from train.loop import train
 
     m = cfg.mining
-    first = KwsModel(export_model(checkpoint, out / "round1.onnx", threshold=0.5, **cfg.export))
     rows, _ = read_dataset(dataset)
-    clips = [(r, load_audio(dataset / r.path)) for r in rows if r.label == NEGATIVE and r.session != SESSION]
+    clips = [(r, load_audio(dataset / r.path)) for r in rows if r.label == NEGATIVE and r.kind != KIND]
     clips += [(c.row, c.audio) for c in dataset_clips(read_folder)]
-    found = find_false_accepts(first, clips, threshold=m["threshold"], progress=progress)
-    write_mined(dataset, found, max_clips=m["max_clips"])
-    by_source: dict[str, int] = {}
-    for f in found[: m["max_clips"]]:
-        key = f["row"].session
-        by_source[key] = by_source.get(key, 0) + 1
     audio_h = sum(len(a) for _, a in clips) / SAMPLE_RATE / 3600
-    tc = cfg.train_config_obj().replace(init_from=str(checkpoint), epochs=m["epochs"], lr=m["lr"])
-    result = (resume and finished_run(out / "train-mined", dataset, tc)) or train(dataset, tc, out / "train-mined", progress=progress)
-    return result, {**m, "searched_hours": round(audio_h, 3), "found": len(found), "kept": min(len(found), m["max_clips"]),
-                    "kept_by_session": by_source, "first_round_checkpoint": str(checkpoint)}
+    rounds, result = [], None
+    for n in range(1, int(m["rounds"]) + 1):
+        suffix = "" if n == 1 else f"-{n}"
+        model = KwsModel(export_model(checkpoint, out / f"round{n}.onnx", threshold=0.5, **cfg.export))
+        found = find_false_accepts(model, clips, threshold=m["threshold"], progress=progress)
+        write_mined(dataset, found, max_clips=m["max_clips"], session=SESSION + suffix)
+        by_source: dict[str, int] = {}
+        for f in found[: m["max_clips"]]:
+            by_source[f["row"].session] = by_source.get(f["row"].session, 0) + 1
+        tc = cfg.train_config_obj().replace(init_from=str(checkpoint), epochs=m["epochs"], lr=m["lr"])
+        run_dir = out / f"train-mined{suffix}"
+        result = (resume and finished_run(run_dir, dataset, tc)) or train(dataset, tc, run_dir, progress=progress)
+        rounds.append({"round": n, "found": len(found), "kept": min(len(found), m["max_clips"]), "kept_by_session": by_source,
+                       "mined_with": str(checkpoint)})
+        checkpoint = result.checkpoint
+    return result, {**m, "searched_hours": round(audio_h, 3), "rounds_run": rounds}
 
 
 # ----------------------------------------------------------------------------- the whole benchmark

@@ -67,9 +67,12 @@ def markdown(report: dict) -> str:
                   f"- calibration on validation: {json.dumps({k: r['calibration'][k] for k in ('threshold', 'frr', 'fa_per_hour', 'background_hours', 'n_keywords', 'met')})}"]
         if r.get("mining"):
             m = r["mining"]
-            lines += [f"- mining: {m['found']} windows of {m['searched_hours']:.2f} h of training-side negatives scored >= {m['threshold']:g} "
-                      f"under the first model; kept {m['kept']} ({json.dumps(m['kept_by_session'])}), then fine-tuned {m['epochs']} epochs "
-                      f"at lr {m['lr']:g} (the training line above is the fine-tuning run)"]
+            for k in m.get("rounds_run") or [{**m, "round": 1}]:  # reports from before rounds had one round's fields at the top
+                under = "the first model" if k["round"] == 1 else "the previous round's model"
+                lines += [f"- mining round {k['round']}: {k['found']} windows of {m['searched_hours']:.2f} h of training-side negatives "
+                          f"scored >= {m['threshold']:g} under {under}; kept {k['kept']} ({json.dumps(k['kept_by_session'])}), "
+                          f"then fine-tuned {m['epochs']} epochs at lr {m['lr']:g}"]
+            lines += ["  (the training line above is the last fine-tuning run)"]
         lines += [""]
         lines += _table(["FA/h budget", "threshold", "FRR", "FA/h"],
                         [[p["target_fa_per_hour"], _thr(p["threshold"]), _pct(p["frr"]), "n/a" if p["fa_per_hour"] is None else f"{p['fa_per_hour']:.2f}"]
