@@ -17,7 +17,7 @@ from pathlib import Path
 from features.augment import AugmentConfig
 from features.config import FeatureConfig, check_keys, read_json_file
 from features.errors import ConfigError
-from train.models import MODELS
+from train.models import MODELS, build_model
 
 CLASS_BALANCE = ("loss", "sampler", "none")  # class-weighted loss, balanced sampling, or neither
 MONITORS = ("val_loss", "val_f1")  # what early stopping and the best checkpoint follow
@@ -93,6 +93,7 @@ class TrainConfig:
         cfg = self.feature_config()
         if cfg.n_frames(int(self.window_s * cfg.sample_rate)) < 8:
             raise ConfigError(f"window_s={self.window_s} gives fewer than 8 feature frames; use a longer window")
+        _check_model_args(self, cfg)
 
     def feature_config(self) -> FeatureConfig:
         """The MFCC definition this run trains with (project default plus ``features`` overrides)."""
@@ -146,3 +147,19 @@ def _check_types(cfg: TrainConfig) -> None:
             ok = isinstance(value, kind)
         if not ok:
             raise ConfigError(f"{key} must be {'a number' if kind is float else kind.__name__}, got {value!r}")
+
+
+def _check_model_args(cfg: TrainConfig, fcfg: FeatureConfig) -> None:
+    """Build the model and score one window, so a bad ``model_args`` value fails here with its name, not mid-training."""
+    import torch
+
+    frames = fcfg.n_frames(int(cfg.window_s * fcfg.sample_rate))
+    try:
+        model = build_model(cfg.model, n_mfcc=fcfg.n_mfcc, n_labels=2, **cfg.model_args)
+        with torch.no_grad():
+            model.eval()(torch.zeros(1, frames, fcfg.n_mfcc))
+    except ConfigError as exc:
+        raise ConfigError(f"model_args: {exc}") from None
+    except (TypeError, ValueError, RuntimeError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ConfigError(f"model_args {cfg.model_args} do not make a working {cfg.model!r} for {frames}-frame windows: {first}") from None
