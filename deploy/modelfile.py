@@ -8,6 +8,7 @@ any other ONNX file is refused with a message that says so.
 
 from __future__ import annotations
 
+import base64
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -116,6 +117,30 @@ def open_session(graph: bytes | str, num_threads: int = 1):
     return ort.InferenceSession(graph, session_options(num_threads), providers=["CPUExecutionProvider"])
 
 
+@dataclass(frozen=True)
+class StreamSpec:
+    """How to run a model's streaming graph (the ``stream`` metadata ``deploy.export`` writes).
+
+    Per hop: ``hop_frames`` new MFCC frames into ``input`` ``(1, n_mfcc, 1,
+    hop_frames)`` (transposed: the layout of its first convolution), each state ``(input name, output name, shape)`` fed with what
+    the previous hop output (zeros at the start), ``output`` the window
+    probabilities. A stream starts after ``pad_frames`` zero frames, so hops
+    end where the window detector's do; scores before a full window are not
+    used.
+    """
+
+    input: str
+    output: str
+    hop_frames: int
+    pad_frames: int
+    states: tuple[tuple[str, str, tuple[int, ...]], ...]
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "StreamSpec":
+        states = tuple((str(i), str(o), tuple(int(x) for x in shape)) for i, o, shape in d["states"])
+        return cls(str(d["input"]), str(d["output"]), int(d["hop_frames"]), int(d["pad_frames"]), states)
+
+
 class KwsModel:
     """An exported model ready to score MFCC windows with ONNX Runtime.
 
@@ -123,9 +148,14 @@ class KwsModel:
     work, and the per-hop model is too small to gain from more. The session
     runs ``runtime_graph`` of the file (the same function, faster kernels);
     ``optimize=False`` runs the file's graph exactly as stored.
+
+    A model with a streaming graph (``stream`` and ``stream_graph`` in its
+    metadata) also opens that graph in ``stream_session``, and ``stream``
+    says how to run it (``Detector`` then streams with carried state);
+    ``stream=False`` ignores it, leaving ``stream`` None (window scoring only).
     """
 
-    def __init__(self, path: str | Path, num_threads: int = 1, optimize: bool = True):
+    def __init__(self, path: str | Path, num_threads: int = 1, optimize: bool = True, stream: bool = True):
         self.path = Path(path)
         self.num_threads = num_threads
         if not self.path.is_file():
@@ -137,7 +167,7 @@ class KwsModel:
             self.session = open_session(graph, num_threads)
         except Exception as exc:
             if graph is not raw:  # a rewrite ONNX Runtime refuses: run the stored graph instead
-                return self.__init__(path, num_threads, optimize=False)
+                return self.__init__(path, num_threads, optimize=False, stream=stream)
             first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             raise ModelError(f"{self.path}: not a readable ONNX model ({first})") from None
         meta = self.session.get_modelmeta().custom_metadata_map
@@ -145,10 +175,25 @@ class KwsModel:
         inputs = [i.name for i in self.session.get_inputs()]
         if inputs != [INPUT_NAME]:
             raise ModelError(f"{self.path}: expected one input named {INPUT_NAME!r}, found {inputs}")
+        self.stream: StreamSpec | None = None
+        self.stream_session = None
+        if stream and "stream" in self.info.metadata:
+            try:
+                self.stream = StreamSpec.from_dict(self.info.metadata["stream"])
+                self.stream_session = open_session(self.stream_graph(), num_threads)
+            except Exception as exc:
+                first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+                raise ModelError(f"{self.path}: its streaming graph is missing or unreadable ({first})") from None
+            if self.stream.hop_frames != self.info.hop_frames:
+                raise ModelError(f"{self.path}: streaming graph for a hop of {self.stream.hop_frames} frames, metadata says {self.info.hop_frames}")
 
     def predict(self, windows: np.ndarray) -> np.ndarray:
         """Probabilities ``(batch, n_labels)`` for MFCC windows ``(batch, window_frames, n_mfcc)``."""
         return self.session.run([OUTPUT_NAME], {INPUT_NAME: np.ascontiguousarray(windows, dtype=np.float32)})[0]
+
+    def stream_graph(self) -> bytes:
+        """The streaming graph ``stream_session`` runs (for merging several streaming models into one session)."""
+        return base64.b64decode(self.info.metadata["stream_graph"])
 
     def runtime_graph(self) -> bytes:
         """The graph this model's session runs (for merging several models into one session)."""
@@ -166,10 +211,12 @@ class BoundRun:
     owned here).
     """
 
-    def __init__(self, session, input_shapes: dict[str, tuple[int, ...]], output_shapes: dict[str, tuple[int, ...]]):
+    def __init__(self, session, input_shapes: dict[str, tuple[int, ...]], output_shapes: dict[str, tuple[int, ...]],
+                 arrays: dict[str, np.ndarray] | None = None):
         self.session = session
-        self.inputs = {k: np.zeros(s, np.float32) for k, s in input_shapes.items()}
-        self.outputs = {k: np.zeros(s, np.float32) for k, s in output_shapes.items()}
+        arrays = arrays or {}  # arrays to bind by name instead of new ones (owned by the caller)
+        self.inputs = {k: arrays[k] if k in arrays else np.zeros(s, np.float32) for k, s in input_shapes.items()}
+        self.outputs = {k: arrays[k] if k in arrays else np.zeros(s, np.float32) for k, s in output_shapes.items()}
         self.binding = session.io_binding()
         for name, arr in self.inputs.items():
             self.binding.bind_input(name, "cpu", 0, np.float32, list(arr.shape), arr.ctypes.data)
@@ -178,3 +225,38 @@ class BoundRun:
 
     def __call__(self) -> None:
         self.session.run_with_iobinding(self.binding)
+
+
+class StreamRun:
+    """One hop of a streaming graph per call, its state carried from call to call without copies or allocation.
+
+    Two ``BoundRun`` over the same session share the input and output arrays
+    (``inputs``, ``outputs``: fill and read them as with ``BoundRun``) and
+    swap two sets of state arrays: one reads set A and writes set B, the next
+    call the reverse. ``states`` are ``(input name, output name, shape)``;
+    ``reset`` zeroes them (a new stream).
+    """
+
+    def __init__(self, session, input_shapes: dict[str, tuple[int, ...]], output_shapes: dict[str, tuple[int, ...]],
+                 states: list[tuple[str, str, tuple[int, ...]]] | tuple):
+        shared = {k: np.zeros(s, np.float32) for k, s in {**input_shapes, **output_shapes}.items()}
+        sets = [[np.zeros(shape, np.float32) for _, _, shape in states] for _ in range(2)]
+        self._state_arrays = sets[0] + sets[1]
+        self._runs = []
+        for a, b in ((sets[0], sets[1]), (sets[1], sets[0])):
+            arrays = {**shared, **{i: x for (i, _, _), x in zip(states, a)}, **{o: y for (_, o, _), y in zip(states, b)}}
+            self._runs.append(BoundRun(
+                session, {**input_shapes, **{i: s for i, _, s in states}}, {**output_shapes, **{o: s for _, o, s in states}}, arrays
+            ))
+        self.inputs = {k: shared[k] for k in input_shapes}
+        self.outputs = {k: shared[k] for k in output_shapes}
+        self._next = 0
+
+    def reset(self) -> None:
+        for x in self._state_arrays:
+            x.fill(0.0)
+        self._next = 0
+
+    def __call__(self) -> None:
+        self._runs[self._next]()
+        self._next ^= 1

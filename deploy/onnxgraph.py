@@ -323,14 +323,16 @@ def conv1d_as_conv2d(model_bytes: bytes) -> bytes:
     return model.encode()
 
 
-def merge_models(models: list[bytes], shared_input: str, prefixes: list[str]) -> bytes:
+def merge_models(models: list[bytes], shared_input: str, prefixes: list[str], own_inputs: bool = False) -> bytes:
     """One graph that runs every model on one shared input; model ``i``'s outputs are named ``prefixes[i] + name``.
 
     All names inside each graph (tensors, initializers, nodes) get the model's
     prefix, except the shared input, so graphs that use the same names do not
     collide. The models must share the default opset (an op's meaning depends
     on it) and declare the shared input; the first model's header (IR version,
-    opsets, metadata) is kept.
+    opsets, metadata) is kept. A model's other inputs (a streaming graph's
+    state) are refused, or with ``own_inputs`` kept as inputs of the merged
+    graph under their prefixed names.
     """
     if len(models) != len(prefixes) or len(set(prefixes)) != len(prefixes):
         raise GraphError("one distinct prefix per model")
@@ -341,7 +343,7 @@ def merge_models(models: list[bytes], shared_input: str, prefixes: list[str]) ->
     merged = parsed[0]
     graph0 = merged.messages(MODEL_GRAPH)[0]
     shared_value = None
-    nodes, inits, outputs = [], [], []
+    nodes, inits, outputs, own = [], [], [], []
     for prefix, m in zip(prefixes, parsed):
         g = m.messages(MODEL_GRAPH)[0]
         inputs = {v.string(VALUE_NAME): v for v in g.messages(GRAPH_INPUT)}
@@ -349,7 +351,7 @@ def merge_models(models: list[bytes], shared_input: str, prefixes: list[str]) ->
             raise GraphError(f"a model without the input {shared_input!r}")
         shared_value = shared_value or inputs[shared_input]
         own_inits = {t.string(TENSOR_NAME) for t in g.messages(GRAPH_INITIALIZER)}
-        if set(inputs) - own_inits - {shared_input}:
+        if set(inputs) - own_inits - {shared_input} and not own_inputs:
             raise GraphError(f"a model with inputs besides {shared_input!r}")
         rename = lambda name: name if name in ("", shared_input) else prefix + name  # noqa: E731
         for n in g.messages(GRAPH_NODE):
@@ -365,8 +367,12 @@ def merge_models(models: list[bytes], shared_input: str, prefixes: list[str]) ->
         for v in g.messages(GRAPH_OUTPUT):
             v.set_strings(VALUE_NAME, [rename(v.string(VALUE_NAME))])
             outputs.append(v)
+        for name, v in inputs.items():
+            if name not in own_inits and name != shared_input:
+                v.set_strings(VALUE_NAME, [rename(name)])
+                own.append(v)
     for number in (GRAPH_NODE, GRAPH_INITIALIZER, GRAPH_INPUT, GRAPH_OUTPUT, GRAPH_VALUE_INFO):
         graph0.remove(number)
     graph0.fields += [[GRAPH_NODE, LEN, n] for n in nodes] + [[GRAPH_INITIALIZER, LEN, t] for t in inits]
-    graph0.fields += [[GRAPH_INPUT, LEN, shared_value]] + [[GRAPH_OUTPUT, LEN, v] for v in outputs]
+    graph0.fields += [[GRAPH_INPUT, LEN, v] for v in [shared_value] + own] + [[GRAPH_OUTPUT, LEN, v] for v in outputs]
     return merged.encode()
