@@ -111,6 +111,16 @@ def runtime_graph(raw: bytes) -> bytes:
         return raw
 
 
+def stored_metadata(raw: bytes) -> dict[str, str] | None:
+    """The metadata of an ONNX file's bytes, read without ONNX Runtime (``deploy.onnxgraph``); None if they cannot be read."""
+    from deploy.onnxgraph import GraphError, Message, metadata
+
+    try:
+        return metadata(Message.parse(raw))
+    except (GraphError, IndexError, UnicodeDecodeError):
+        return None
+
+
 def open_session(graph: bytes | str, num_threads: int = 1):
     import onnxruntime as ort
 
@@ -150,9 +160,11 @@ class KwsModel:
     ``optimize=False`` runs the file's graph exactly as stored.
 
     A model with a streaming graph (``stream`` and ``stream_graph`` in its
-    metadata) also opens that graph in ``stream_session``, and ``stream``
-    says how to run it (``Detector`` then streams with carried state);
-    ``stream=False`` ignores it, leaving ``stream`` None (window scoring only).
+    metadata) opens that graph in ``stream_session``, and ``stream`` says how
+    to run it (``Detector`` then streams with carried state); its window
+    graph opens only when ``session`` is first used (``predict``, merging),
+    so a listener does not hold it. ``stream=False`` ignores the streaming
+    graph, leaving ``stream`` None (window scoring only).
     """
 
     def __init__(self, path: str | Path, num_threads: int = 1, optimize: bool = True, stream: bool = True):
@@ -161,20 +173,14 @@ class KwsModel:
         if not self.path.is_file():
             raise ModelError(f"{self.path}: model file not found")
         raw = self.path.read_bytes()
-        graph = runtime_graph(raw) if optimize else raw
-        self.optimized = graph is not raw
-        try:
-            self.session = open_session(graph, num_threads)
-        except Exception as exc:
-            if graph is not raw:  # a rewrite ONNX Runtime refuses: run the stored graph instead
-                return self.__init__(path, num_threads, optimize=False, stream=stream)
-            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            raise ModelError(f"{self.path}: not a readable ONNX model ({first})") from None
-        meta = self.session.get_modelmeta().custom_metadata_map
-        self.info = ModelInfo.from_metadata(meta, self.path)
-        inputs = [i.name for i in self.session.get_inputs()]
-        if inputs != [INPUT_NAME]:
-            raise ModelError(f"{self.path}: expected one input named {INPUT_NAME!r}, found {inputs}")
+        self._optimize, self._session = optimize, None
+        self.optimized = False
+        meta = stored_metadata(raw) if stream else None
+        if meta is not None and "stream" in meta and meta.get("kws_format") == FORMAT:
+            self.info = ModelInfo.from_metadata(meta, self.path)  # the window graph opens on first use (``session``)
+        else:
+            self._open_window(raw)
+            self.info = ModelInfo.from_metadata(self._session.get_modelmeta().custom_metadata_map, self.path)
         self.stream: StreamSpec | None = None
         self.stream_session = None
         if stream and "stream" in self.info.metadata:
@@ -187,6 +193,28 @@ class KwsModel:
             if self.stream.hop_frames != self.info.hop_frames:
                 raise ModelError(f"{self.path}: streaming graph for a hop of {self.stream.hop_frames} frames, metadata says {self.info.hop_frames}")
 
+    @property
+    def session(self):
+        """The window graph's session (opened on first use for a streaming model, whose detector does not need it)."""
+        if self._session is None:
+            self._open_window(self.path.read_bytes())
+        return self._session
+
+    def _open_window(self, raw: bytes) -> None:
+        graph = runtime_graph(raw) if self._optimize else raw
+        try:
+            session = open_session(graph, self.num_threads)
+        except Exception as exc:
+            if graph is not raw:  # a rewrite ONNX Runtime refuses: run the stored graph instead
+                self._optimize = False
+                return self._open_window(raw)
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise ModelError(f"{self.path}: not a readable ONNX model ({first})") from None
+        inputs = [i.name for i in session.get_inputs()]
+        if inputs != [INPUT_NAME]:
+            raise ModelError(f"{self.path}: expected one input named {INPUT_NAME!r}, found {inputs}")
+        self._session, self.optimized = session, graph is not raw
+
     def predict(self, windows: np.ndarray) -> np.ndarray:
         """Probabilities ``(batch, n_labels)`` for MFCC windows ``(batch, window_frames, n_mfcc)``."""
         return self.session.run([OUTPUT_NAME], {INPUT_NAME: np.ascontiguousarray(windows, dtype=np.float32)})[0]
@@ -197,6 +225,7 @@ class KwsModel:
 
     def runtime_graph(self) -> bytes:
         """The graph this model's session runs (for merging several models into one session)."""
+        assert self.session is not None  # opened, so ``optimized`` says which graph it runs
         raw = self.path.read_bytes()
         return runtime_graph(raw) if self.optimized else raw
 
