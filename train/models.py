@@ -176,6 +176,10 @@ class DSCNNStream(nn.Module):
         self.stem_context = window_frames - s * ((window_frames - k) // s) - s  # the window's last stem position ends its input
         self.pad_frames = (-window_frames) % hop_frames
 
+    def input_shape(self) -> tuple[int, int, int, int]:
+        """The new frames of one hop, transposed to the graph's layout: ``(1, n_mfcc, 1, hop_frames)``."""
+        return (1, self.model.input_norm.num_features, 1, self.hop_frames)
+
     def state_shapes(self) -> list[tuple[int, int, int, int]]:
         m = self.model
         channels, n_mfcc = m.head.in_features, m.input_norm.num_features
@@ -190,20 +194,34 @@ class DSCNNStream(nn.Module):
         return nn.functional.conv2d(x, conv.weight.unsqueeze(2), None, (1, conv.stride[0]), 0, (1, conv.dilation[0]), conv.groups)
 
     def forward(self, frames: torch.Tensor, *states: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """``frames`` ``(1, n_mfcc, 1, hop_frames)`` (the new frames, transposed) and the states; the window logits and the new states.
+
+        Written for few graph nodes, since per hop the graph's arithmetic is
+        small next to ONNX Runtime's cost per node: the residual adds the
+        block's new input (not a slice of the concatenation), a state as long
+        as the new positions is the new input itself, max pooling reduces
+        straight to ``(1, channels)``.
+        """
         m = self.model
-        x = self._norm(m.input_norm, frames.transpose(1, 2).unsqueeze(2))  # (1, n_mfcc, 1, hop_frames)
-        x = torch.cat([states[0], x], dim=3)
-        new = [x[..., -self.stem_context :]]
+        x = self._norm(m.input_norm, frames)
+        new = []
+        x = self._keep(states[0], x, self.stem_context, new)
         stem_conv, stem_norm = m.stem[0], m.stem[1]
         x = torch.relu(self._norm(stem_norm, self._conv(stem_conv, x)))
         for block, state in zip(m.blocks, states[1:-1]):
-            x = torch.cat([state, x], dim=3)
-            new.append(x[..., -block.context :])
-            y = torch.relu(self._norm(block.norm, self._conv(block.pointwise, self._conv(block.depthwise, x))))
-            x = x[..., block.context :] + y
-        ring = torch.cat([states[-1], x], dim=3)[..., -self.positions :]
-        new.append(ring)
-        return (pool_and_classify(ring.squeeze(2), m.head, m.pool), *new)
+            seen = self._keep(state, x, block.context, new)
+            x = x + torch.relu(self._norm(block.norm, self._conv(block.pointwise, self._conv(block.depthwise, seen))))
+        self._keep(states[-1], x, self.positions, new)
+        ring = new[-1]  # the last positions: what the window pools over
+        logits = m.head(ring.amax(dim=(2, 3))) if m.pool == "max" else pool_and_classify(ring.squeeze(2), m.head, m.pool)
+        return (logits, *new)
+
+    @staticmethod
+    def _keep(state: torch.Tensor, x: torch.Tensor, length: int, new: list) -> torch.Tensor:
+        """``state`` followed by ``x`` along time; appends its last ``length`` positions (the next state) to ``new``."""
+        joined = torch.cat([state, x], dim=3)
+        new.append(x if length == x.shape[3] else joined[..., -length:])
+        return joined
 
 
 class TCResBlock(nn.Module):
