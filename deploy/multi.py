@@ -9,10 +9,14 @@ input, one output per model), so one ONNX Runtime call per hop scores them
 all: the cost of N models is one front end, one frame buffer, one call's
 overhead and N classifiers' arithmetic. ``kws bench`` measures it.
 
-Streaming models (``KwsModel.stream``) are merged the same way: their
-streaming graphs side by side on the shared new frames, each with its own
-state inputs and outputs under its prefix, carried by one
-``deploy.modelfile.StreamRun``; they form groups of their own.
+Streaming models (``KwsModel.stream``) form groups of their own, run by
+one ``deploy.modelfile.StreamRun``. Models of one architecture (same
+layers and shapes, e.g. one config trained for several keywords) are
+*stacked* into one graph of the same nodes with N times the channels
+(``deploy.onnxgraph.stack_stream_models``): per hop a streaming model does
+little arithmetic and ONNX Runtime's cost is mostly per node, so this costs
+far less than N graphs side by side. Others are merged side by side, each
+with its own state under its prefix.
 
 Each model keeps its own window, hop, threshold, smoothing and refractory
 period (they may differ; models with another window or hop form another
@@ -49,18 +53,43 @@ class _Group:
         model = detectors[0].model
         info, spec = model.info, model.stream
         prefixes = [f"m{i}/" for i in range(len(detectors))]
-        if spec is None:
+        self.stacked = spec is not None and self._stack(detectors)
+        if self.stacked:
+            pass
+        elif spec is None:
             merged = merge_models([d.model.runtime_graph() for d in detectors], INPUT_NAME, prefixes)
-            states = None
+            self._merged(model, merged, prefixes, None)
         else:  # each model's state stays its own, under its prefix
             merged = merge_models([d.model.stream_graph() for d in detectors], spec.input, prefixes, own_inputs=True)
-            states = [(p + i, p + o, shape) for p, d in zip(prefixes, detectors) for i, o, shape in d.model.stream.states]
-        session = open_session(merged, model.num_threads)
-        name = OUTPUT_NAME if spec is None else spec.output
-        outputs = {p + name: (1, len(d.info.labels)) for p, d in zip(prefixes, detectors)}
+            self._merged(model, merged, prefixes, [(p + i, p + o, shape) for p, d in zip(prefixes, detectors) for i, o, shape in d.model.stream.states])
+        self.feed = HopFeed(info.window_frames, info.hop_frames, info.feature_config.n_mfcc, None if spec is None else spec.pad_frames)
+
+    def _merged(self, model: KwsModel, graph: bytes, prefixes: list[str], states) -> None:
+        """The graphs side by side (``merge_models``), one output (and state) per model under its prefix."""
+        session = open_session(graph, model.num_threads)
+        name = OUTPUT_NAME if model.stream is None else model.stream.output
+        outputs = {p + name: (1, len(d.info.labels)) for p, d in zip(prefixes, self.detectors)}
         self.run, self._input, probs = hop_runner(model, session, outputs, states)
         self._scores = [p[1:] for p in probs.values()]  # views: filled in place by every run
-        self.feed = HopFeed(info.window_frames, info.hop_frames, info.feature_config.n_mfcc, None if spec is None else spec.pad_frames)
+
+    def _stack(self, detectors: list[Detector]) -> bool:
+        """Streaming models of one architecture as one stacked graph (``stack_stream_models``); False if they are not."""
+        from deploy.onnxgraph import GraphError, stack_stream_models
+
+        model, spec, n = detectors[0].model, detectors[0].model.stream, len(detectors)
+        if any(d.model.stream.states != spec.states or len(d.info.labels) != len(model.info.labels) for d in detectors):
+            return False
+        try:
+            session = open_session(stack_stream_models([d.model.stream_graph() for d in detectors], spec.input), model.num_threads)
+        except (GraphError, IndexError, ValueError, UnicodeDecodeError):
+            return False
+        states = [(i, o, (s[0], s[1] * n, *s[2:])) for i, o, s in spec.states]  # model k: channels k*C to (k+1)*C
+        n_mfcc = model.info.feature_config.n_mfcc
+        self.run = StreamRun(session, {spec.input: (1, n_mfcc, 1, spec.hop_frames)}, {spec.output: (n, len(model.info.labels))}, states)
+        self._input = self.run.inputs[spec.input][0, :, 0, :].T  # frames land transposed, as in hop_runner
+        probs = self.run.outputs[spec.output]
+        self._scores = [probs[k, 1:] for k in range(n)]  # views: filled in place by every run
+        return True
 
     def reset(self) -> None:
         self.feed.reset()

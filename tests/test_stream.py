@@ -127,11 +127,17 @@ def test_no_score_before_a_full_window_and_reset_starts_again(stream_model, spee
     np.testing.assert_allclose(det.scores[0], first, atol=1e-6)
 
 
-def test_several_streaming_models_score_as_separate_detectors(stream_model, keyword_model, speech):
+@pytest.mark.parametrize("stacked", [True, False])  # one stacked graph, or (when they cannot stack) the graphs side by side
+def test_several_streaming_models_score_as_separate_detectors(stacked, stream_model, keyword_model, speech, monkeypatch):
+    from deploy import multi as multi_module
+
+    if not stacked:
+        monkeypatch.setattr(multi_module._Group, "_stack", lambda self, detectors: False)
     paths = [stream_model, stream_model, keyword_model]
     multi = MultiDetector(paths, record_scores=True)
     streaming_groups = [g for g in multi._groups if isinstance(getattr(g, "run", None), StreamRun)]
-    assert len(streaming_groups) == 1 and len(streaming_groups[0].detectors) == 2  # one merged streaming graph
+    assert len(streaming_groups) == 1 and len(streaming_groups[0].detectors) == 2  # one session for both streaming models
+    assert streaming_groups[0].stacked is stacked
     chunks = [777, 1, 4000, 160]
     found, i, k = [], 0, 0
     multi.reset()
@@ -204,3 +210,12 @@ def test_bench_runs_on_a_streaming_model(stream_model, tmp_path):
     assert 0 < ours["model_macs_per_s"] < ours["window_model_macs_per_s"] / 3
     assert [m["models"] for m in report["multi"]] == [1, 2]
     assert (tmp_path / "bench.md").is_file()
+
+
+def test_stacking_refuses_graphs_of_another_structure(stream_model, keyword_model):
+    from deploy.onnxgraph import GraphError, stack_stream_models
+
+    model = KwsModel(stream_model)
+    assert stack_stream_models([model.stream_graph()] * 3, model.stream.input)  # the same architecture stacks
+    with pytest.raises(GraphError):
+        stack_stream_models([model.stream_graph(), KwsModel(keyword_model).runtime_graph()], model.stream.input)
