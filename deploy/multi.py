@@ -54,12 +54,10 @@ class _Group:
         info, spec = model.info, model.stream
         prefixes = [f"m{i}/" for i in range(len(detectors))]
         self.stacked = spec is not None and self._stack(detectors)
-        if self.stacked:
-            pass
-        elif spec is None:
+        if spec is None:
             merged = merge_models([d.model.runtime_graph() for d in detectors], INPUT_NAME, prefixes)
             self._merged(model, merged, prefixes, None)
-        else:  # each model's state stays its own, under its prefix
+        elif not self.stacked:  # side by side, each model's state its own under its prefix
             merged = merge_models([d.model.stream_graph() for d in detectors], spec.input, prefixes, own_inputs=True)
             self._merged(model, merged, prefixes, [(p + i, p + o, shape) for p, d in zip(prefixes, detectors) for i, o, shape in d.model.stream.states])
         self.feed = HopFeed(info.window_frames, info.hop_frames, info.feature_config.n_mfcc, None if spec is None else spec.pad_frames)
