@@ -352,12 +352,24 @@ def kws_facts(model_path: Path) -> dict:
     """Our model: file size, parameters (metadata), classifier MACs per hop (graph) and MFCC MACs (formula), per second."""
     from deploy.modelfile import KwsModel
 
-    info = KwsModel(model_path).info
+    model = KwsModel(model_path)
+    info = model.info
     cfg = info.feature_config
     hops_per_s = 1.0 / info.hop_s
     facts = onnx_facts([(model_path, {"mfcc": [1, info.window_frames, cfg.n_mfcc]}, hops_per_s)])
     if info.metadata.get("n_parameters") is not None:
         facts["parameters"] = int(info.metadata["n_parameters"])
+    facts["streaming"] = model.stream is not None
+    if model.stream is not None and facts["macs_per_s"] is not None:
+        # What the detector runs per hop is the streaming graph: its MACs, not the window graph's (kept for comparison).
+        import onnx
+
+        from deploy.macs import count_macs
+
+        counted = count_macs(onnx.load_model_from_string(model.stream_graph()))
+        facts["window_model_macs_per_s"] = facts["macs_per_s"]
+        facts["macs_per_s"] = counted.total * hops_per_s
+        facts["macs_unresolved"] = counted.unresolved
     model_macs = facts["macs_per_s"]
     feature_macs = mfcc_macs_per_frame(cfg) / cfg.hop_s
     facts.update(

@@ -7,6 +7,12 @@ sample or 10 seconds). New audio becomes new MFCC frames only
 scores into detections. Because hops are counted in frames, not chunks, the
 scores and detections do not depend on the chunk size.
 
+A streaming model (one with a streaming graph, ``KwsModel.stream``) is run
+differently but scores the same: every hop its graph gets only the
+``hop_frames`` new frames and the state the previous hop left
+(``deploy.modelfile.StreamRun``), instead of the whole window. ``HopFeed``
+says which frames each run gets and which runs score, for both paths.
+
 ``Trigger`` (smoothing, threshold, refractory period) is separate from the
 model so it can be tested on made-up score sequences, and ``fire_indices``
 replays any threshold over recorded scores without running the model again.
@@ -20,7 +26,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from features.mfcc import StreamingMfcc
-from deploy.modelfile import INPUT_NAME, OUTPUT_NAME, BoundRun, KwsModel
+from deploy.modelfile import INPUT_NAME, OUTPUT_NAME, BoundRun, KwsModel, StreamRun
 
 
 @dataclass(frozen=True)
@@ -93,6 +99,58 @@ class FrameBuffer:
         return self._buf[end - self.window : end]
 
 
+class HopFeed:
+    """The frames each graph run gets, hop by hop: the last window (window path) or the hop's new frames (streaming path).
+
+    Window path (``pad_frames`` None): at frame counts ``window``, ``window +
+    hop``, ... the ``window`` frames ending there. Streaming path: the stream
+    is preceded by ``pad_frames`` zero frames so that runs fall on the same
+    counts; every run gets the ``hop`` frames ending at its count, starting
+    from the first count that has any real frame, and only the runs at
+    ``window`` frames or more score (``push`` says which). Both hold the
+    frames in one preallocated ``FrameBuffer``.
+    """
+
+    def __init__(self, window: int, hop: int, n_mfcc: int, pad_frames: int | None = None):
+        self.window, self.hop, self.n_mfcc, self.pad_frames = window, hop, n_mfcc, pad_frames
+        self.span = window if pad_frames is None else hop  # frames per run
+        self.first = window if pad_frames is None else (window - 1) % hop + 1  # the first run's frame count
+        self.reset()
+
+    def reset(self) -> None:
+        self.frames = FrameBuffer(self.span, self.n_mfcc)
+        if self.pad_frames:
+            self.frames.append(np.zeros((self.pad_frames, self.n_mfcc), np.float32))
+        self.n_frames = 0  # real frames seen since reset
+
+    def push(self, new: np.ndarray):
+        """Append frames; yield ``(frame count, the run's input frames, whether it scores)`` for every run they complete."""
+        before = self.n_frames
+        self.n_frames += len(new)
+        self.frames.append(new)
+        for count in hop_counts(before, self.n_frames, self.first, self.hop):
+            yield count, self.frames.window_ending(count - self.n_frames), count >= self.window
+
+
+def hop_runner(model: KwsModel, session=None, outputs: dict | None = None, states=None):
+    """The per-hop runner of a model: ``(run, input array, {output name: array})``, streaming or window path.
+
+    ``session``, ``outputs`` (output name -> shape) and ``states`` override
+    the model's own (``deploy.multi`` runs several models' merged graph,
+    whose input is theirs and whose outputs and states are renamed).
+    """
+    info, spec = model.info, model.stream
+    outputs = outputs or {OUTPUT_NAME if spec is None else spec.output: (1, len(info.labels))}
+    if spec is None:
+        name = INPUT_NAME
+        run = BoundRun(session or model.session, {name: (1, info.window_frames, info.feature_config.n_mfcc)}, outputs)
+    else:
+        run = StreamRun(session or model.stream_session, {spec.input: (1, info.feature_config.n_mfcc, 1, spec.hop_frames)}, outputs,
+                        spec.states if states is None else states)
+        return run, run.inputs[spec.input][0, :, 0, :].T, {k: v[0] for k, v in run.outputs.items()}  # frames land transposed
+    return run, run.inputs[name][0], {k: v[0] for k, v in run.outputs.items()}
+
+
 class Trigger:
     """Smoothing, threshold and refractory period for one keyword's score stream."""
 
@@ -148,16 +206,17 @@ class Detector:
     def reset(self) -> None:
         """Forget all audio, scores and refractory state: the next chunk starts a new stream."""
         self._mfcc.reset()
-        self._frames = FrameBuffer(self.info.window_frames, self.info.feature_config.n_mfcc)
+        info, spec = self.info, self.model.stream
+        self._feed = HopFeed(info.window_frames, info.hop_frames, info.feature_config.n_mfcc, None if spec is None else spec.pad_frames)
         self._n_frames = 0  # frames seen since reset
         self.triggers = [Trigger(self.threshold, self.smoothing, self.refractory_hops) for _ in self.keywords]
         self.times: list[float] = []
         self.scores: list[np.ndarray] = []
         if not hasattr(self, "_run"):
-            window = self.info.window_frames
-            self._run = BoundRun(self.model.session, {INPUT_NAME: (1, window, self.info.feature_config.n_mfcc)}, {OUTPUT_NAME: (1, len(self.info.labels))})
-            self._window = self._run.inputs[INPUT_NAME][0]
-            self._probs = self._run.outputs[OUTPUT_NAME][0]
+            self._run, self._input, outputs = hop_runner(self.model)
+            (self._probs,) = outputs.values()
+        if spec is not None:
+            self._run.reset()
 
     def frame_end_time(self, frame_count: int) -> float:
         """Stream time (s) at the end of the ``frame_count``-th frame."""
@@ -170,17 +229,15 @@ class Detector:
 
     def update_frames(self, new: np.ndarray) -> list[Detection]:
         """Feed MFCC frames ``(k, n_mfcc)`` computed elsewhere (``deploy.multi`` shares one front end)."""
-        k = len(new)
-        if k == 0:
+        if len(new) == 0:
             return []
-        before = self._n_frames
-        self._n_frames += k
-        self._frames.append(new)
         detections = []
-        for count in hop_counts(before, self._n_frames, self.info.window_frames, self.info.hop_frames):
-            self._window[:] = self._frames.window_ending(count - self._n_frames)
+        for count, frames, scored in self._feed.push(new):
+            self._input[:] = frames
             self._run()
-            detections += self._score_hop(self.frame_end_time(count), self._probs[1:])
+            if scored:
+                detections += self._score_hop(self.frame_end_time(count), self._probs[1:])
+        self._n_frames = self._feed.n_frames
         return detections
 
     def _score_hop(self, time_s: float, scores: np.ndarray) -> list[Detection]:

@@ -6,10 +6,21 @@ runtime in numpy (``features.mfcc``), from the feature config stored in the
 metadata. Before the file is written under its final name, ONNX Runtime and
 PyTorch score the same real clips and must agree within ``tolerance``;
 otherwise the export fails loudly and nothing is left behind.
+
+A streaming model (``DSCNN(padding="valid")``, ``train.models.DSCNNStream``)
+gets a second graph in the same file: one hop's new frames and the carried
+state in, the window probabilities and the new state out. It is stored in the
+metadata (``stream``: names, shapes and start padding; ``stream_graph``: the
+ONNX bytes, base64), and before the file is written the streaming detector
+and the window detector score the same real stream (the check clips one
+after another), which must agree within ``tolerance`` at every hop. The
+window graph stays the model's main graph: ``KwsModel.predict`` and
+anything that scores windows in batches use it.
 """
 
 from __future__ import annotations
 
+import base64
 import json
 import logging
 import os
@@ -22,7 +33,7 @@ import torch
 from collect.manifest import load_rows
 from features.audio import center_in_window, load_audio
 from features.config import FeatureConfig
-from features.errors import ModelError
+from features.errors import ConfigError, ModelError
 from features.mfcc import Mfcc
 from deploy.modelfile import FORMAT, INPUT_NAME, OUTPUT_NAME, KwsModel
 from deploy.modelcard import write_model_card
@@ -46,6 +57,18 @@ class _WithSoftmax(torch.nn.Module):
 def check_windows(ckpt: dict, check_audio: list[Path] | None, limit: int = 48) -> np.ndarray:
     """Real MFCC windows to compare PyTorch and ONNX on: given files, else clips of the training dataset."""
     cfg = FeatureConfig.from_dict(ckpt["feature_config"])
+    clips = [center_in_window(load_audio(p), ckpt["window_samples"]) for p in check_paths(ckpt, check_audio, limit)]
+    return Mfcc(cfg)(np.stack(clips))
+
+
+def check_stream(ckpt: dict, check_audio: list[Path] | None, limit: int = 48) -> np.ndarray:
+    """A real stream to compare streaming and window scoring on: the check clips one after another, 0.3 s apart."""
+    gap = np.zeros(int(0.3 * FeatureConfig.from_dict(ckpt["feature_config"]).sample_rate), np.float32)
+    return np.concatenate([np.concatenate([load_audio(p), gap]) for p in check_paths(ckpt, check_audio, limit)])
+
+
+def check_paths(ckpt: dict, check_audio: list[Path] | None, limit: int) -> list[Path]:
+    """The real clips an export is checked on: given files, else ``limit`` clips of the training dataset."""
     if check_audio:
         paths = list(check_audio)
     else:
@@ -59,8 +82,7 @@ def check_windows(ckpt: dict, check_audio: list[Path] | None, limit: int = 48) -
         rng = np.random.default_rng(0)
         picked = rng.choice(len(rows), size=min(limit, len(rows)), replace=False)
         paths = [dataset / rows[i].path for i in sorted(picked)]
-    clips = [center_in_window(load_audio(p), ckpt["window_samples"]) for p in paths[:limit]]
-    return Mfcc(cfg)(np.stack(clips))
+    return paths[:limit]
 
 
 def data_counts(ckpt: dict) -> dict:
@@ -139,6 +161,16 @@ def export_model(
         "splits": json.dumps(ckpt.get("splits", {}), sort_keys=True),
         "data_counts": json.dumps(data_counts(ckpt), sort_keys=True),
     }
+    streaming = getattr(model, "padding", None) == "valid"
+    if streaming:
+        if int8:
+            raise ModelError(
+                "--int8 is not supported for a streaming model: its streaming graph would stay float32 "
+                "(and be calibrated apart from the window graph); export it without --int8"
+            )
+        graph, spec = stream_graph(model, window_frames, hop_frames)
+        metadata["stream"] = json.dumps(spec, sort_keys=True)
+        metadata["stream_graph"] = base64.b64encode(graph).decode("ascii")
 
     windows = check_windows(ckpt, check_audio)
     out_path.parent.mkdir(parents=True, exist_ok=True)
@@ -155,6 +187,14 @@ def export_model(
                 f"export check failed: ONNX and PyTorch differ by {diff:.2e} on real clips "
                 f"(tolerance {tolerance:.0e}); {out_path} was not written"
             )
+        if streaming:
+            stream_diff, hops = check_streaming(Path(tmp), check_stream(ckpt, check_audio))
+            if not stream_diff <= tolerance:
+                raise ModelError(
+                    f"export check failed: streaming and window scores differ by {stream_diff:.2e} on a real stream "
+                    f"of {hops} hops (tolerance {tolerance:.0e}); {out_path} was not written"
+                )
+            log.info("export check: streaming vs window max |diff| %.2e over %d hops of a real stream", stream_diff, hops)
         os.replace(tmp, out_path)
     finally:
         Path(tmp).unlink(missing_ok=True)
@@ -189,6 +229,54 @@ def _write_onnx(model: torch.nn.Module, window_frames: int, n_mfcc: int, metadat
         proto.metadata_props.append(onnx.StringStringEntryProto(key=key, value=value))
     onnx.checker.check_model(proto)
     onnx.save(proto, str(path))
+
+
+STREAM_INPUT = "frames"  # float32 (1, n_mfcc, 1, hop_frames): the new frames of one hop, transposed
+
+
+def stream_graph(model: torch.nn.Module, window_frames: int, hop_frames: int) -> tuple[bytes, dict]:
+    """The streaming ONNX graph of a valid-padding DS-CNN and what the runtime needs to run it (the ``stream`` metadata)."""
+    from train.models import DSCNNStream
+
+    try:
+        stream = DSCNNStream(model, window_frames, hop_frames).eval()
+    except ConfigError as exc:
+        raise ModelError(f"cannot export the streaming graph: {exc}") from None
+    shapes = stream.state_shapes()
+    states = [[f"state_in_{i}", f"state_out_{i}", list(s)] for i, s in enumerate(shapes)]
+
+    class WithSoftmax(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.stream = stream
+
+        def forward(self, frames, *state):
+            logits, *new = self.stream(frames, *state)
+            return (torch.softmax(logits, dim=-1), *new)
+
+    example = (torch.zeros(stream.input_shape()), *[torch.zeros(s) for s in shapes])
+    program = torch.onnx.export(
+        WithSoftmax().eval(), example, dynamo=True, verbose=False,
+        input_names=[STREAM_INPUT] + [s[0] for s in states], output_names=[OUTPUT_NAME] + [s[1] for s in states],
+    )
+    spec = {"input": STREAM_INPUT, "output": OUTPUT_NAME, "hop_frames": hop_frames, "pad_frames": stream.pad_frames, "states": states}
+    return program.model_proto.SerializeToString(), spec
+
+
+def check_streaming(path: Path, audio: np.ndarray) -> tuple[float, int]:
+    """Max |difference| between the streaming and the window detector's scores over ``audio``, and the hops compared."""
+    from deploy.detector import Detector
+
+    scores = []
+    for stream in (True, False):
+        det = Detector(KwsModel(path, stream=stream), record_scores=True)
+        if (det.model.stream is not None) != stream:
+            raise ModelError(f"{path}: the streaming graph could not be opened")
+        det.process(audio)
+        scores.append(np.stack(det.scores))
+    if scores[0].shape != scores[1].shape or len(scores[0]) == 0:
+        return float("inf"), len(scores[1])
+    return float(np.max(np.abs(scores[0] - scores[1]))), len(scores[1])
 
 
 def update_metadata(path: str | Path, updates: dict[str, str]) -> None:

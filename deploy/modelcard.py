@@ -40,6 +40,8 @@ def write_model_card(model_path: str | Path, report: dict | None = None) -> Path
         f"- threshold {info.threshold:.3f} on the score averaged over {info.smoothing} hops",
         f"- window {info.window_s:.2f} s, scored every {info.hop_s * 1000:.0f} ms, "
         f"refractory period {info.refractory_s:.2f} s after a detection",
+        *(["- streaming: each hop runs the streaming graph on the new frames with carried state "
+           "(the same scores as the window graph, checked at export)"] if "stream" in meta else []),
         f"- features: {info.feature_config.n_mfcc} MFCC from {info.feature_config.n_mels} mel bands, "
         f"{info.feature_config.win_s * 1000:.0f} ms window, {info.feature_config.hop_s * 1000:.0f} ms hop, "
         f"{info.feature_config.sample_rate} Hz",

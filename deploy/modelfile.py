@@ -8,6 +8,7 @@ any other ONNX file is refused with a message that says so.
 
 from __future__ import annotations
 
+import base64
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -110,10 +111,44 @@ def runtime_graph(raw: bytes) -> bytes:
         return raw
 
 
+def stored_metadata(raw: bytes) -> dict[str, str] | None:
+    """The metadata of an ONNX file's bytes, read without ONNX Runtime (``deploy.onnxgraph``); None if they cannot be read."""
+    from deploy.onnxgraph import GraphError, Message, metadata
+
+    try:
+        return metadata(Message.parse(raw))
+    except (GraphError, IndexError, UnicodeDecodeError):
+        return None
+
+
 def open_session(graph: bytes | str, num_threads: int = 1):
     import onnxruntime as ort
 
     return ort.InferenceSession(graph, session_options(num_threads), providers=["CPUExecutionProvider"])
+
+
+@dataclass(frozen=True)
+class StreamSpec:
+    """How to run a model's streaming graph (the ``stream`` metadata ``deploy.export`` writes).
+
+    Per hop: ``hop_frames`` new MFCC frames into ``input`` ``(1, n_mfcc, 1,
+    hop_frames)`` (transposed: the layout of its first convolution), each state ``(input name, output name, shape)`` fed with what
+    the previous hop output (zeros at the start), ``output`` the window
+    probabilities. A stream starts after ``pad_frames`` zero frames, so hops
+    end where the window detector's do; scores before a full window are not
+    used.
+    """
+
+    input: str
+    output: str
+    hop_frames: int
+    pad_frames: int
+    states: tuple[tuple[str, str, tuple[int, ...]], ...]
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "StreamSpec":
+        states = tuple((str(i), str(o), tuple(int(x) for x in shape)) for i, o, shape in d["states"])
+        return cls(str(d["input"]), str(d["output"]), int(d["hop_frames"]), int(d["pad_frames"]), states)
 
 
 class KwsModel:
@@ -123,35 +158,74 @@ class KwsModel:
     work, and the per-hop model is too small to gain from more. The session
     runs ``runtime_graph`` of the file (the same function, faster kernels);
     ``optimize=False`` runs the file's graph exactly as stored.
+
+    A model with a streaming graph (``stream`` and ``stream_graph`` in its
+    metadata) opens that graph in ``stream_session``, and ``stream`` says how
+    to run it (``Detector`` then streams with carried state); its window
+    graph opens only when ``session`` is first used (``predict``, merging),
+    so a listener does not hold it. ``stream=False`` ignores the streaming
+    graph, leaving ``stream`` None (window scoring only).
     """
 
-    def __init__(self, path: str | Path, num_threads: int = 1, optimize: bool = True):
+    def __init__(self, path: str | Path, num_threads: int = 1, optimize: bool = True, stream: bool = True):
         self.path = Path(path)
         self.num_threads = num_threads
         if not self.path.is_file():
             raise ModelError(f"{self.path}: model file not found")
         raw = self.path.read_bytes()
-        graph = runtime_graph(raw) if optimize else raw
-        self.optimized = graph is not raw
+        self._optimize, self._session = optimize, None
+        self.optimized = False
+        meta = stored_metadata(raw) if stream else None
+        if meta is not None and "stream" in meta and meta.get("kws_format") == FORMAT:
+            self.info = ModelInfo.from_metadata(meta, self.path)  # the window graph opens on first use (``session``)
+        else:
+            self._open_window(raw)
+            self.info = ModelInfo.from_metadata(self._session.get_modelmeta().custom_metadata_map, self.path)
+        self.stream: StreamSpec | None = None
+        self.stream_session = None
+        if stream and "stream" in self.info.metadata:
+            try:
+                self.stream = StreamSpec.from_dict(self.info.metadata["stream"])
+                self.stream_session = open_session(self.stream_graph(), num_threads)
+            except Exception as exc:
+                first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+                raise ModelError(f"{self.path}: its streaming graph is missing or unreadable ({first})") from None
+            if self.stream.hop_frames != self.info.hop_frames:
+                raise ModelError(f"{self.path}: streaming graph for a hop of {self.stream.hop_frames} frames, metadata says {self.info.hop_frames}")
+
+    @property
+    def session(self):
+        """The window graph's session (opened on first use for a streaming model, whose detector does not need it)."""
+        if self._session is None:
+            self._open_window(self.path.read_bytes())
+        return self._session
+
+    def _open_window(self, raw: bytes) -> None:
+        graph = runtime_graph(raw) if self._optimize else raw
         try:
-            self.session = open_session(graph, num_threads)
+            session = open_session(graph, self.num_threads)
         except Exception as exc:
             if graph is not raw:  # a rewrite ONNX Runtime refuses: run the stored graph instead
-                return self.__init__(path, num_threads, optimize=False)
+                self._optimize = False
+                return self._open_window(raw)
             first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             raise ModelError(f"{self.path}: not a readable ONNX model ({first})") from None
-        meta = self.session.get_modelmeta().custom_metadata_map
-        self.info = ModelInfo.from_metadata(meta, self.path)
-        inputs = [i.name for i in self.session.get_inputs()]
+        inputs = [i.name for i in session.get_inputs()]
         if inputs != [INPUT_NAME]:
             raise ModelError(f"{self.path}: expected one input named {INPUT_NAME!r}, found {inputs}")
+        self._session, self.optimized = session, graph is not raw
 
     def predict(self, windows: np.ndarray) -> np.ndarray:
         """Probabilities ``(batch, n_labels)`` for MFCC windows ``(batch, window_frames, n_mfcc)``."""
         return self.session.run([OUTPUT_NAME], {INPUT_NAME: np.ascontiguousarray(windows, dtype=np.float32)})[0]
 
+    def stream_graph(self) -> bytes:
+        """The streaming graph ``stream_session`` runs (for merging several streaming models into one session)."""
+        return base64.b64decode(self.info.metadata["stream_graph"])
+
     def runtime_graph(self) -> bytes:
         """The graph this model's session runs (for merging several models into one session)."""
+        assert self.session is not None  # opened, so ``optimized`` says which graph it runs
         raw = self.path.read_bytes()
         return runtime_graph(raw) if self.optimized else raw
 
@@ -166,10 +240,12 @@ class BoundRun:
     owned here).
     """
 
-    def __init__(self, session, input_shapes: dict[str, tuple[int, ...]], output_shapes: dict[str, tuple[int, ...]]):
+    def __init__(self, session, input_shapes: dict[str, tuple[int, ...]], output_shapes: dict[str, tuple[int, ...]],
+                 arrays: dict[str, np.ndarray] | None = None):
         self.session = session
-        self.inputs = {k: np.zeros(s, np.float32) for k, s in input_shapes.items()}
-        self.outputs = {k: np.zeros(s, np.float32) for k, s in output_shapes.items()}
+        arrays = arrays or {}  # arrays to bind by name instead of new ones (owned by the caller)
+        self.inputs = {k: arrays[k] if k in arrays else np.zeros(s, np.float32) for k, s in input_shapes.items()}
+        self.outputs = {k: arrays[k] if k in arrays else np.zeros(s, np.float32) for k, s in output_shapes.items()}
         self.binding = session.io_binding()
         for name, arr in self.inputs.items():
             self.binding.bind_input(name, "cpu", 0, np.float32, list(arr.shape), arr.ctypes.data)
@@ -178,3 +254,38 @@ class BoundRun:
 
     def __call__(self) -> None:
         self.session.run_with_iobinding(self.binding)
+
+
+class StreamRun:
+    """One hop of a streaming graph per call, its state carried from call to call without copies or allocation.
+
+    Two ``BoundRun`` over the same session share the input and output arrays
+    (``inputs``, ``outputs``: fill and read them as with ``BoundRun``) and
+    swap two sets of state arrays: one reads set A and writes set B, the next
+    call the reverse. ``states`` are ``(input name, output name, shape)``;
+    ``reset`` zeroes them (a new stream).
+    """
+
+    def __init__(self, session, input_shapes: dict[str, tuple[int, ...]], output_shapes: dict[str, tuple[int, ...]],
+                 states: list[tuple[str, str, tuple[int, ...]]] | tuple):
+        shared = {k: np.zeros(s, np.float32) for k, s in {**input_shapes, **output_shapes}.items()}
+        sets = [[np.zeros(shape, np.float32) for _, _, shape in states] for _ in range(2)]
+        self._state_arrays = sets[0] + sets[1]
+        self._runs = []
+        for a, b in ((sets[0], sets[1]), (sets[1], sets[0])):
+            arrays = {**shared, **{i: x for (i, _, _), x in zip(states, a)}, **{o: y for (_, o, _), y in zip(states, b)}}
+            self._runs.append(BoundRun(
+                session, {**input_shapes, **{i: s for i, _, s in states}}, {**output_shapes, **{o: s for _, o, s in states}}, arrays
+            ))
+        self.inputs = {k: shared[k] for k in input_shapes}
+        self.outputs = {k: shared[k] for k in output_shapes}
+        self._next = 0
+
+    def reset(self) -> None:
+        for x in self._state_arrays:
+            x.fill(0.0)
+        self._next = 0
+
+    def __call__(self) -> None:
+        self._runs[self._next]()
+        self._next ^= 1

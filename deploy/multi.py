@@ -9,6 +9,15 @@ input, one output per model), so one ONNX Runtime call per hop scores them
 all: the cost of N models is one front end, one frame buffer, one call's
 overhead and N classifiers' arithmetic. ``kws bench`` measures it.
 
+Streaming models (``KwsModel.stream``) form groups of their own, run by
+one ``deploy.modelfile.StreamRun``. Models of one architecture (same
+layers and shapes, e.g. one config trained for several keywords) are
+*stacked* into one graph of the same nodes with N times the channels
+(``deploy.onnxgraph.stack_stream_models``): per hop a streaming model does
+little arithmetic and ONNX Runtime's cost is mostly per node, so this costs
+far less than N graphs side by side. Others are merged side by side, each
+with its own state under its prefix.
+
 Each model keeps its own window, hop, threshold, smoothing and refractory
 period (they may differ; models with another window or hop form another
 group, with its own merged graph), and its own ``Detector`` turns the scores
@@ -28,48 +37,74 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from deploy.detector import Detection, Detector, FrameBuffer, hop_counts
-from deploy.modelfile import INPUT_NAME, OUTPUT_NAME, BoundRun, KwsModel, open_session
+from deploy.detector import Detection, Detector, HopFeed, hop_runner
+from deploy.modelfile import INPUT_NAME, OUTPUT_NAME, KwsModel, StreamRun, open_session
 from features.errors import ModelError
 from features.mfcc import StreamingMfcc
 
 
 class _Group:
-    """Models with the same window and hop, scored together by one merged graph in one session."""
+    """Models with the same window and hop (and path: window or streaming), scored together by one merged graph in one session."""
 
     def __init__(self, detectors: list[Detector]):
         from deploy.onnxgraph import merge_models
 
         self.detectors = detectors
-        info = detectors[0].info
-        self.window, self.hop = info.window_frames, info.hop_frames
+        model = detectors[0].model
+        info, spec = model.info, model.stream
         prefixes = [f"m{i}/" for i in range(len(detectors))]
-        merged = merge_models([d.model.runtime_graph() for d in detectors], INPUT_NAME, prefixes)
-        session = open_session(merged, detectors[0].model.num_threads)
-        n_mfcc = info.feature_config.n_mfcc
-        self.outputs = [p + OUTPUT_NAME for p in prefixes]
-        self.run = BoundRun(session, {INPUT_NAME: (1, self.window, n_mfcc)}, {o: (1, len(d.info.labels)) for o, d in zip(self.outputs, detectors)})
-        self._window = self.run.inputs[INPUT_NAME][0]
-        self._scores = [self.run.outputs[o][0, 1:] for o in self.outputs]  # views: filled in place by every run
-        self.reset()
+        self.stacked = spec is not None and self._stack(detectors)
+        if spec is None:
+            merged = merge_models([d.model.runtime_graph() for d in detectors], INPUT_NAME, prefixes)
+            self._merged(model, merged, prefixes, None)
+        elif not self.stacked:  # side by side, each model's state its own under its prefix
+            merged = merge_models([d.model.stream_graph() for d in detectors], spec.input, prefixes, own_inputs=True)
+            self._merged(model, merged, prefixes, [(p + i, p + o, shape) for p, d in zip(prefixes, detectors) for i, o, shape in d.model.stream.states])
+        self.feed = HopFeed(info.window_frames, info.hop_frames, info.feature_config.n_mfcc, None if spec is None else spec.pad_frames)
+
+    def _merged(self, model: KwsModel, graph: bytes, prefixes: list[str], states) -> None:
+        """The graphs side by side (``merge_models``), one output (and state) per model under its prefix."""
+        session = open_session(graph, model.num_threads)
+        name = OUTPUT_NAME if model.stream is None else model.stream.output
+        outputs = {p + name: (1, len(d.info.labels)) for p, d in zip(prefixes, self.detectors)}
+        self.run, self._input, probs = hop_runner(model, session, outputs, states)
+        self._scores = [p[1:] for p in probs.values()]  # views: filled in place by every run
+
+    def _stack(self, detectors: list[Detector]) -> bool:
+        """Streaming models of one architecture as one stacked graph (``stack_stream_models``); False if they are not."""
+        from deploy.onnxgraph import GraphError, stack_stream_models
+
+        model, spec, n = detectors[0].model, detectors[0].model.stream, len(detectors)
+        if any(d.model.stream.states != spec.states or len(d.info.labels) != len(model.info.labels) for d in detectors):
+            return False
+        try:
+            session = open_session(stack_stream_models([d.model.stream_graph() for d in detectors], spec.input), model.num_threads)
+        except (GraphError, IndexError, ValueError, UnicodeDecodeError):
+            return False
+        states = [(i, o, (s[0], s[1] * n, *s[2:])) for i, o, s in spec.states]  # model k: channels k*C to (k+1)*C
+        n_mfcc = model.info.feature_config.n_mfcc
+        self.run = StreamRun(session, {spec.input: (1, n_mfcc, 1, spec.hop_frames)}, {spec.output: (n, len(model.info.labels))}, states)
+        self._input = self.run.inputs[spec.input][0, :, 0, :].T  # frames land transposed, as in hop_runner
+        probs = self.run.outputs[spec.output]
+        self._scores = [probs[k, 1:] for k in range(n)]  # views: filled in place by every run
+        return True
 
     def reset(self) -> None:
-        self.frames = FrameBuffer(self.window, self._window.shape[1])
-        self.n_frames = 0
+        self.feed.reset()
+        if isinstance(self.run, StreamRun):
+            self.run.reset()
 
     def update_frames(self, new: np.ndarray) -> list[Detection]:
-        before = self.n_frames
-        self.n_frames += len(new)
-        self.frames.append(new)
         detections: list[Detection] = []
-        for det in self.detectors:
-            det._n_frames = self.n_frames  # what each detector would have counted alone
-        for count in hop_counts(before, self.n_frames, self.window, self.hop):
-            self._window[:] = self.frames.window_ending(count - self.n_frames)
+        for count, frames, scored in self.feed.push(new):
+            self._input[:] = frames
             self.run()
-            time_s = self.detectors[0].frame_end_time(count)
-            for det, scores in zip(self.detectors, self._scores):
-                detections += det._score_hop(time_s, scores)
+            if scored:
+                time_s = self.detectors[0].frame_end_time(count)
+                for det, scores in zip(self.detectors, self._scores):
+                    detections += det._score_hop(time_s, scores)
+        for det in self.detectors:
+            det._n_frames = self.feed.n_frames  # what each detector would have counted alone
         return detections
 
 
@@ -99,9 +134,9 @@ class MultiDetector:
         self.feature_config = cfg
         self.detectors = [Detector(m, **detector_options) for m in models]
         self._mfcc = StreamingMfcc(cfg)
-        by_shape: dict[tuple[int, int], list[Detector]] = {}
+        by_shape: dict[tuple[int, int, bool], list[Detector]] = {}
         for det in self.detectors:
-            by_shape.setdefault((det.info.window_frames, det.info.hop_frames), []).append(det)
+            by_shape.setdefault((det.info.window_frames, det.info.hop_frames, det.model.stream is not None), []).append(det)
         self._groups: list = []  # a _Group per window and hop, or a lone Detector (fed frames directly)
         for dets in by_shape.values():
             self._groups += self._group(dets) if len(dets) > 1 else dets

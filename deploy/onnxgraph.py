@@ -323,14 +323,16 @@ def conv1d_as_conv2d(model_bytes: bytes) -> bytes:
     return model.encode()
 
 
-def merge_models(models: list[bytes], shared_input: str, prefixes: list[str]) -> bytes:
+def merge_models(models: list[bytes], shared_input: str, prefixes: list[str], own_inputs: bool = False) -> bytes:
     """One graph that runs every model on one shared input; model ``i``'s outputs are named ``prefixes[i] + name``.
 
     All names inside each graph (tensors, initializers, nodes) get the model's
     prefix, except the shared input, so graphs that use the same names do not
     collide. The models must share the default opset (an op's meaning depends
     on it) and declare the shared input; the first model's header (IR version,
-    opsets, metadata) is kept.
+    opsets, metadata) is kept. A model's other inputs (a streaming graph's
+    state) are refused, or with ``own_inputs`` kept as inputs of the merged
+    graph under their prefixed names.
     """
     if len(models) != len(prefixes) or len(set(prefixes)) != len(prefixes):
         raise GraphError("one distinct prefix per model")
@@ -341,7 +343,7 @@ def merge_models(models: list[bytes], shared_input: str, prefixes: list[str]) ->
     merged = parsed[0]
     graph0 = merged.messages(MODEL_GRAPH)[0]
     shared_value = None
-    nodes, inits, outputs = [], [], []
+    nodes, inits, outputs, own = [], [], [], []
     for prefix, m in zip(prefixes, parsed):
         g = m.messages(MODEL_GRAPH)[0]
         inputs = {v.string(VALUE_NAME): v for v in g.messages(GRAPH_INPUT)}
@@ -349,7 +351,7 @@ def merge_models(models: list[bytes], shared_input: str, prefixes: list[str]) ->
             raise GraphError(f"a model without the input {shared_input!r}")
         shared_value = shared_value or inputs[shared_input]
         own_inits = {t.string(TENSOR_NAME) for t in g.messages(GRAPH_INITIALIZER)}
-        if set(inputs) - own_inits - {shared_input}:
+        if set(inputs) - own_inits - {shared_input} and not own_inputs:
             raise GraphError(f"a model with inputs besides {shared_input!r}")
         rename = lambda name: name if name in ("", shared_input) else prefix + name  # noqa: E731
         for n in g.messages(GRAPH_NODE):
@@ -365,8 +367,210 @@ def merge_models(models: list[bytes], shared_input: str, prefixes: list[str]) ->
         for v in g.messages(GRAPH_OUTPUT):
             v.set_strings(VALUE_NAME, [rename(v.string(VALUE_NAME))])
             outputs.append(v)
+        for name, v in inputs.items():
+            if name not in own_inits and name != shared_input:
+                v.set_strings(VALUE_NAME, [rename(name)])
+                own.append(v)
     for number in (GRAPH_NODE, GRAPH_INITIALIZER, GRAPH_INPUT, GRAPH_OUTPUT, GRAPH_VALUE_INFO):
         graph0.remove(number)
     graph0.fields += [[GRAPH_NODE, LEN, n] for n in nodes] + [[GRAPH_INITIALIZER, LEN, t] for t in inits]
-    graph0.fields += [[GRAPH_INPUT, LEN, shared_value]] + [[GRAPH_OUTPUT, LEN, v] for v in outputs]
+    graph0.fields += [[GRAPH_INPUT, LEN, v] for v in [shared_value] + own] + [[GRAPH_OUTPUT, LEN, v] for v in outputs]
     return merged.encode()
+
+
+# --------------------------------------------------------------------------- stacking streaming models
+
+ATTR_F = 2
+TENSOR_FLOAT = 1
+_STACK_OPS = {"BatchNormalization", "Concat", "Slice", "Conv", "Relu", "Add", "ReduceMax", "Gemm", "Softmax"}
+
+
+def _raw(t: Message) -> bytes:
+    raw = [bytes(f[2]) for f in t.fields if f[0] == TENSOR_RAW]
+    if not raw:
+        raise GraphError("an initializer without raw data")
+    return raw[-1]
+
+
+def _float_array(t: Message):
+    import numpy as np
+
+    if t.int(TENSOR_DATA_TYPE) != TENSOR_FLOAT:
+        raise GraphError("an initializer that is not float32")
+    return np.frombuffer(_raw(t), "<f4").reshape(t.ints(TENSOR_DIMS))
+
+
+def _float_tensor(name: str, array) -> Message:
+    import numpy as np
+
+    t = Message()
+    for d in array.shape:
+        t.add(TENSOR_DIMS, int(d))
+    t.add(TENSOR_DATA_TYPE, TENSOR_FLOAT)
+    t.add(TENSOR_NAME, name)
+    t.add(TENSOR_RAW, np.ascontiguousarray(array, "<f4").tobytes())
+    return t
+
+
+def _value_info(name: str, dims: list[int]) -> Message:
+    shape = Message()
+    for d in dims:
+        dim = Message()
+        dim.add(1, int(d))
+        shape.add(1, dim)
+    tensor = Message()
+    tensor.add(1, TENSOR_FLOAT)
+    tensor.add(2, shape)
+    typ = Message()
+    typ.add(1, tensor)
+    v = Message()
+    v.add(VALUE_NAME, name)
+    v.add(2, typ)
+    return v
+
+
+def _value_dims(v: Message) -> list[int]:
+    return [d.int(1) for d in v.messages(2)[0].messages(1)[0].messages(2)[0].messages(1)]
+
+
+def _attr(node: Message, name: str) -> Message | None:
+    return next((a for a in node.messages(NODE_ATTRIBUTE) if a.string(ATTR_NAME) == name), None)
+
+
+def stack_stream_models(models: list[bytes], shared_input: str) -> bytes:
+    """N streaming graphs of one architecture as ONE graph of the same nodes, N times as many channels.
+
+    Why: per hop a streaming DS-CNN does little arithmetic, and ONNX
+    Runtime's cost is mostly per node, so N graphs side by side
+    (``merge_models``) cost N times the nodes. Stacked, model ``i`` is the
+    ``i``-th group of channels of every tensor: the shared input is repeated
+    N times along the channels, every convolution's weights are concatenated
+    along the output channels with N times the groups (a group never sees
+    another model's channels), batch-norm parameters are concatenated, the
+    classifier's weights form a block-diagonal matrix, and the softmax runs
+    on the logits reshaped to ``(N, labels)``. Each state input and output
+    keeps its name with N times the channels (model ``i``'s part is channels
+    ``i * C`` to ``(i + 1) * C``); the probabilities output is ``(N, labels)``.
+
+    Only the ops a streaming DS-CNN export makes are accepted (``_STACK_OPS``,
+    concatenation and slicing along time, reductions not over channels); the
+    graphs must have the same nodes, names, attributes and shapes, and their
+    other constants must be equal. Anything else is a ``GraphError`` (the
+    caller then merges them side by side instead).
+    """
+    import numpy as np
+
+    n = len(models)
+    parsed = [Message.parse(b) for b in models]
+    graphs = [m.messages(MODEL_GRAPH)[0] for m in parsed]
+    node_lists = [g.messages(GRAPH_NODE) for g in graphs]
+    if len({len(x) for x in node_lists}) != 1 or len({default_opset(m) for m in parsed}) != 1:
+        raise GraphError("graphs of different structure")
+    for nodes in zip(*node_lists):
+        if len({nd.encode() for nd in nodes}) != 1:  # same op, names and attributes
+            raise GraphError("graphs of different structure")
+    inits = [{t.string(TENSOR_NAME): t for t in g.messages(GRAPH_INITIALIZER)} for g in graphs]
+    roles: dict[str, str] = {}
+    nodes = node_lists[0]
+    for nd in nodes:
+        op, ins = nd.string(NODE_OP), nd.strings(NODE_INPUT)
+        if op not in _STACK_OPS or nd.string(NODE_DOMAIN) not in ("", "ai.onnx"):
+            raise GraphError(f"an op stacking does not handle ({op})")
+        stacked = {"Conv": ins[1:3], "BatchNormalization": ins[1:5], "Gemm": ins[2:3]}.get(op, [])
+        for name in stacked:
+            roles[name] = "concat"
+        if op == "Gemm":
+            trans_b = _attr(nd, "transB")
+            if trans_b is None or trans_b.int(ATTR_I) != 1 or len(ins) < 3:
+                raise GraphError("a Gemm other than x @ W.T + b")
+            roles[ins[1]] = "block"
+    for name, t in inits[0].items():
+        if name not in roles and any(other[name].encode() != t.encode() for other in inits[1:] if name in other):
+            raise GraphError(f"constant {name!r} differs between the graphs")
+    if any(set(i) != set(inits[0]) for i in inits[1:]):
+        raise GraphError("graphs of different constants")
+    for name, t in inits[0].items():
+        if any(other[name].ints(TENSOR_DIMS) != t.ints(TENSOR_DIMS) for other in inits[1:]):
+            raise GraphError(f"constant {name!r} has different shapes in the graphs")
+    for number in (GRAPH_INPUT, GRAPH_OUTPUT):
+        if len({tuple((v.string(VALUE_NAME), *_value_dims(v)) for v in g.messages(number)) for g in graphs}) != 1:
+            raise GraphError("graphs with different inputs or outputs")
+
+    def along_time(nd: Message) -> None:
+        op = nd.string(NODE_OP)
+        if op == "Concat" and _attr(nd, "axis").int(ATTR_I) not in (3, -1):
+            raise GraphError("a Concat not along time")
+        if op in ("Slice", "ReduceMax"):
+            axes_name = nd.strings(NODE_INPUT)[3 if op == "Slice" else 1]
+            axes = np.frombuffer(_raw(inits[0][axes_name]), "<i8")
+            if 1 in axes or -3 in axes:
+                raise GraphError(f"a {op} over channels")
+
+    out_nodes: list[Message] = []
+    tiled = shared_input + "__kws_stacked"
+    out_nodes.append(_node("Concat", [shared_input] * n, [tiled], tiled + "__Concat"))
+    axis = Message()
+    axis.add(ATTR_NAME, "axis")
+    axis.add(ATTR_I, 1)
+    axis.add(ATTR_TYPE, ATTR_TYPE_INT)
+    out_nodes[-1].add(NODE_ATTRIBUTE, axis)
+    reshape_shape = "kws_stacked_logits_shape"
+    for nd in nodes:
+        along_time(nd)
+        op = nd.string(NODE_OP)
+        nd.set_strings(NODE_INPUT, [tiled if i == shared_input else i for i in nd.strings(NODE_INPUT)])
+        if op == "Conv":
+            group = _attr(nd, "group")
+            if group is None:
+                group = Message()
+                group.add(ATTR_NAME, "group")
+                group.add(ATTR_I, 1)
+                group.add(ATTR_TYPE, ATTR_TYPE_INT)
+                nd.add(NODE_ATTRIBUTE, group)
+            group._replace(ATTR_I, [[ATTR_I, VARINT, group.int(ATTR_I, 1) * n]])
+        if op == "Softmax":
+            src = nd.strings(NODE_INPUT)[0]
+            out_nodes.append(_node("Reshape", [src, reshape_shape], [src + "__kws_per_model"], src + "__Reshape"))
+            nd.set_strings(NODE_INPUT, [src + "__kws_per_model"])
+            ax = _attr(nd, "axis")
+            if ax is not None:
+                ax._replace(ATTR_I, [[ATTR_I, VARINT, _varint_signed(-1)]])
+        out_nodes.append(nd)
+
+    new_inits = []
+    for name, t in inits[0].items():
+        role = roles.get(name)
+        if role is None:
+            new_inits.append(t)
+            continue
+        arrays = [_float_array(i[name]) for i in inits]
+        if role == "concat":
+            new_inits.append(_float_tensor(name, np.concatenate(arrays, axis=0)))
+        else:
+            rows, cols = arrays[0].shape
+            block = np.zeros((n * rows, n * cols), np.float32)
+            for k, a in enumerate(arrays):
+                block[k * rows : (k + 1) * rows, k * cols : (k + 1) * cols] = a
+            new_inits.append(_float_tensor(name, block))
+    new_inits.append(_int64_tensor(reshape_shape, [n, -1]))
+
+    graph = graphs[0]
+    inputs, outputs = graph.messages(GRAPH_INPUT), graph.messages(GRAPH_OUTPUT)
+    new_inputs = []
+    for v in inputs:
+        name, dims = v.string(VALUE_NAME), _value_dims(v)
+        new_inputs.append(v if name == shared_input or name in inits[0] else _value_info(name, [dims[0], dims[1] * n, *dims[2:]]))
+    softmax_out = {nd.strings(NODE_OUTPUT)[0] for nd in nodes if nd.string(NODE_OP) == "Softmax"}
+    new_outputs = []
+    for v in outputs:
+        name, dims = v.string(VALUE_NAME), _value_dims(v)
+        new_outputs.append(_value_info(name, [n, dims[-1]] if name in softmax_out else [dims[0], dims[1] * n, *dims[2:]]))
+    for number in (GRAPH_NODE, GRAPH_INITIALIZER, GRAPH_INPUT, GRAPH_OUTPUT, GRAPH_VALUE_INFO):
+        graph.remove(number)
+    graph.fields += [[GRAPH_NODE, LEN, x] for x in out_nodes] + [[GRAPH_INITIALIZER, LEN, t] for t in new_inits]
+    graph.fields += [[GRAPH_INPUT, LEN, v] for v in new_inputs] + [[GRAPH_OUTPUT, LEN, v] for v in new_outputs]
+    return parsed[0].encode()
+
+
+def _varint_signed(v: int) -> int:
+    return v + (1 << 64) if v < 0 else v

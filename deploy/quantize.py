@@ -264,6 +264,11 @@ def quantize_model(
     meta = info.metadata
     if str(meta.get("quantization", "float32")) != "float32":
         raise ModelError(f"{float_path}: already quantised ({meta['quantization']}); quantise the float model")
+    if "stream" in meta:
+        raise ModelError(
+            f"{float_path}: a streaming model; int8 is not supported for it yet (its streaming graph, which the detector "
+            "runs, would stay float32 and the int8 window graph would no longer match it); use the float model"
+        )
     cfg = info.feature_config
 
     calib, _, calib_note = _clips(meta, "train", calibration_audio, calibration_clips, seed)

@@ -52,3 +52,29 @@ def keyword_model(tiny_run) -> Path:
     from deploy.export import export_model
 
     return export_model(tiny_run.checkpoint, Path(tiny_run.checkpoint).parent.parent / "model.onnx", threshold=0.8)
+
+
+# The streaming DS-CNN at the tiny scale: configs/tiny.json's widths with configs/dscnn-stream.json's valid padding
+# (kernel 5; dilations 1, 2, 2: a receptive field of 45 frames, 27 positions over the 97-frame window).
+TINY_STREAM_ARGS = {"channels": 32, "n_blocks": 3, "kernel": 5, "dilations": [1, 2, 2], "padding": "valid", "dropout": 0.2}
+
+
+@pytest.fixture(scope="session")
+def stream_run(tiny_dataset, tmp_path_factory):
+    """configs/tiny.json with the streaming DS-CNN (``TINY_STREAM_ARGS``) on ``tiny_dataset`` (its RunResult)."""
+    import json
+
+    from train.config import TrainConfig
+    from train.loop import train
+
+    tiny = json.loads((REPO / "configs" / "tiny.json").read_text())
+    cfg = TrainConfig.from_dict({**tiny, "model_args": TINY_STREAM_ARGS})
+    return train(tiny_dataset, cfg, tmp_path_factory.mktemp("stream_run") / "train", progress=False)
+
+
+@pytest.fixture(scope="session")
+def stream_model(stream_run) -> Path:
+    """The streaming run exported (window graph, streaming graph, both checks) at a fixed threshold of 0.5."""
+    from deploy.export import export_model
+
+    return export_model(stream_run.checkpoint, Path(stream_run.checkpoint).parent.parent / "model.onnx", threshold=0.5)

@@ -63,9 +63,11 @@ def short_stream():
     return audio, segments
 
 
-def test_detections_and_scores_do_not_depend_on_chunk_size(keyword_model, short_stream):
+@pytest.mark.parametrize("which", ["keyword_model", "stream_model"])  # the window path, and the streaming path with carried state
+def test_detections_and_scores_do_not_depend_on_chunk_size(which, request, short_stream):
     audio, segments = short_stream
-    model = KwsModel(keyword_model)
+    model = KwsModel(request.getfixturevalue(which))
+    assert (model.stream is not None) == (which == "stream_model")
     results = {}
     for chunk in (1, 160, 1000, 4000, len(audio)):  # the whole signal at once: the buffers grow
         detector = Detector(model, record_scores=True)

@@ -7,6 +7,11 @@ families from the keyword-spotting literature: ``dscnn``, depthwise-separable
 blocks after DS-CNN (Zhang et al., 2017, "Hello Edge"), and ``tcresnet``,
 the residual temporal convolutions of TC-ResNet (Choi et al., 2019).
 
+``DSCNN(..., padding="valid")`` is the streaming variant (``configs/dscnn-stream.json``):
+every output position depends on real frames only, so ``DSCNNStream`` can run
+the same network hop by hop on the new frames alone, carrying each layer's
+input history as state (``deploy.export`` writes it as a second graph).
+
 ``build_model(name, **args)`` is the one way to make a model, so a checkpoint
 that stores ``name`` and ``args`` rebuilds it exactly.
 """
@@ -19,6 +24,7 @@ from torch import nn
 from features.errors import ConfigError
 
 
+PADDINGS = ("same", "valid")  # DSCNN: zero padding to keep the length, or none (the streaming variant)
 POOLS = ("avg", "max", "logit_max")  # how a model's time positions become one window score (see TCResNet)
 
 
@@ -42,46 +48,180 @@ def pool_and_classify(x: torch.Tensor, head: nn.Linear, pool: str, drop: nn.Modu
 
 
 class SeparableBlock(nn.Module):
-    """Depthwise temporal conv, pointwise conv, batch norm, ReLU, with a residual path."""
+    """Depthwise temporal conv, pointwise conv, batch norm, ReLU, with a residual path.
 
-    def __init__(self, channels: int, kernel: int, dilation: int = 1, dropout: float = 0.0):
+    With ``padding="valid"`` the depthwise conv has no zero padding: the
+    output is ``context = dilation * (kernel - 1)`` positions shorter than the
+    input, each output aligned with the newest input position it sees, so the
+    residual path adds the input without its first ``context`` positions.
+    """
+
+    def __init__(self, channels: int, kernel: int, dilation: int = 1, dropout: float = 0.0, padding: str = "same"):
         super().__init__()
-        pad = dilation * (kernel - 1) // 2
+        self.context = dilation * (kernel - 1) if padding == "valid" else 0  # input positions before the first output's own
+        pad = 0 if padding == "valid" else dilation * (kernel - 1) // 2
         self.depthwise = nn.Conv1d(channels, channels, kernel, padding=pad, dilation=dilation, groups=channels, bias=False)
         self.pointwise = nn.Conv1d(channels, channels, 1, bias=False)
         self.norm = nn.BatchNorm1d(channels)
         self.drop = nn.Dropout(dropout)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x + self.drop(torch.relu(self.norm(self.pointwise(self.depthwise(x)))))
+        y = self.drop(torch.relu(self.norm(self.pointwise(self.depthwise(x)))))
+        return (x[..., self.context :] if self.context else x) + y
 
 
 class DSCNN(nn.Module):
     """Depthwise-separable temporal CNN.
 
     A strided input convolution halves the frame rate, ``n_blocks`` separable
-    blocks with growing dilation widen the receptive field over the ~1 s
-    window, and global max pooling over time lets the keyword sit anywhere in
-    the window (a streaming-friendly choice: the score rises as soon as the
-    whole keyword is inside).
+    blocks with growing dilation (``dilations``, default 1, 2, 4, 4, ...) widen
+    the receptive field over the ~1 s window, and global max pooling over time
+    lets the keyword sit anywhere in the window (a streaming-friendly choice:
+    the score rises as soon as the whole keyword is inside).
+
+    ``padding="same"`` (the default) zero-pads every convolution, so every
+    time position of the window is kept and the receptive field may reach
+    beyond the window's edges (into zeros). ``padding="valid"`` pads nothing:
+    each output position depends only on real frames, the blocks shorten the
+    sequence by their context, and the window score is the head applied to
+    the max over the ``positions(window_frames)`` positions that remain. That
+    is what makes it streamable exactly (``DSCNNStream``): a position's value
+    never changes once computed, so each hop computes only the new positions
+    and keeps the last ones as state. The receptive field must then fit well
+    inside the window, leaving several positions for the max pooling (the
+    keyword may sit anywhere among them): ``configs/dscnn-stream.json`` uses
+    kernel 5 and dilations 1, 2, 2, 2, i.e. 5 + 2 * 4 * 7 = 61 frames
+    (0.625 s, enough for a two- or three-syllable wake word; the default
+    DS-CNN's reaches about 1.8 s, mostly padding) and leaves 19 positions,
+    20 ms apart, over a 1 s window. Per hop of 8 frames a stream computes
+    4 new positions per layer instead of the window's 47. The stem's stride
+    (2) must divide the detector's hop.
     """
 
     def __init__(self, n_mfcc: int, n_labels: int, channels: int = 64, n_blocks: int = 4, kernel: int = 9, dropout: float = 0.1,
-                 pool: str = "max"):
+                 pool: str = "max", padding: str = "same", dilations: list[int] | tuple[int, ...] | None = None):
         super().__init__()
         self.pool = _check_pool(pool, "dscnn")
+        if padding not in PADDINGS:
+            raise ConfigError(f"dscnn padding must be one of {', '.join(PADDINGS)}, got {padding!r}")
+        dilations = [2 ** min(i, 2) for i in range(n_blocks)] if dilations is None else [int(d) for d in dilations]
+        if len(dilations) != n_blocks or min(dilations, default=1) < 1:
+            raise ConfigError(f"dscnn dilations must be {n_blocks} positive numbers (one per block), got {dilations}")
+        if padding == "valid" and kernel < 2:
+            raise ConfigError("a valid-padding dscnn needs kernel >= 2 (its blocks carry dilation * (kernel - 1) positions of state)")
+        self.padding = padding
+        self.stem_kernel, self.stride = 5, 2
         self.input_norm = nn.BatchNorm1d(n_mfcc)  # learned per-coefficient normalisation
         self.stem = nn.Sequential(
-            nn.Conv1d(n_mfcc, channels, 5, stride=2, padding=2, bias=False),
+            nn.Conv1d(n_mfcc, channels, self.stem_kernel, stride=self.stride, padding=0 if padding == "valid" else 2, bias=False),
             nn.BatchNorm1d(channels),
             nn.ReLU(),
         )
-        self.blocks = nn.Sequential(*[SeparableBlock(channels, kernel, dilation=2 ** min(i, 2), dropout=dropout) for i in range(n_blocks)])
+        self.blocks = nn.Sequential(*[SeparableBlock(channels, kernel, dilation=d, dropout=dropout, padding=padding) for d in dilations])
         self.head = nn.Linear(channels, n_labels)
 
+    def positions(self, frames: int) -> int:
+        """Time positions the blocks output for ``frames`` input frames (what the pooling sees)."""
+        if self.padding == "same":
+            return (frames - 1) // self.stride + 1
+        return (frames - self.stem_kernel) // self.stride + 1 - sum(b.context for b in self.blocks)
+
+    def receptive_field(self) -> int:
+        """Input frames one output position of a valid-padding model depends on."""
+        return self.stem_kernel + self.stride * sum(b.context for b in self.blocks)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.padding == "valid" and self.positions(x.shape[1]) < 1:
+            raise ConfigError(f"a window of {x.shape[1]} frames is shorter than this valid-padding dscnn's receptive field ({self.receptive_field()} frames)")
         x = self.input_norm(x.transpose(1, 2))  # (batch, n_mfcc, frames)
         return pool_and_classify(self.blocks(self.stem(x)), self.head, self.pool)
+
+
+class DSCNNStream(nn.Module):
+    """A valid-padding ``DSCNN`` run hop by hop: ``hop_frames`` new frames and the carried state in, window probabilities and the new state out.
+
+    Equal to the window model on the last ``window_frames`` frames at every
+    hop (``deploy.export`` checks it on a real stream before writing). Per
+    hop only the ``hop_frames / stride`` new positions of each layer are
+    computed. The state (``state_shapes``), all ``(1, channels, 1, length)``:
+
+    - the stem's input history: the last ``stem_context`` normalised frames,
+      chosen so that the stem's positions fall where the window model's do;
+    - each block's input history: its last ``dilation * (kernel - 1)`` positions;
+    - the ring of the last ``positions`` block outputs, which the window
+      pools over.
+
+    A stream starts from zero state after ``pad_frames`` zero frames, so that
+    hops end at ``window_frames``, ``window_frames + hop_frames``, ...; what
+    the zeros touch is never pooled at a scored hop (every pooled position's
+    receptive field lies inside the window), so the first score, at
+    ``window_frames`` frames, equals the window model's.
+
+    The graph is 2-D convolutions of height 1 (ONNX Runtime's fast kernels,
+    see ``deploy.onnxgraph``) on the 1-D model's weights.
+    """
+
+    def __init__(self, model: DSCNN, window_frames: int, hop_frames: int):
+        super().__init__()
+        if getattr(model, "padding", None) != "valid":
+            raise ConfigError("only a dscnn with padding='valid' can stream with carried state")
+        if hop_frames % model.stride:
+            raise ConfigError(f"the hop ({hop_frames} frames) must be a multiple of the stem's stride ({model.stride})")
+        self.model = model
+        self.window_frames, self.hop_frames = window_frames, hop_frames
+        self.positions = model.positions(window_frames)
+        if self.positions < 1:
+            raise ConfigError(f"the {window_frames}-frame window is shorter than the model's receptive field ({model.receptive_field()} frames)")
+        k, s = model.stem_kernel, model.stride
+        self.stem_context = window_frames - s * ((window_frames - k) // s) - s  # the window's last stem position ends its input
+        self.pad_frames = (-window_frames) % hop_frames
+
+    def input_shape(self) -> tuple[int, int, int, int]:
+        """The new frames of one hop, transposed to the graph's layout: ``(1, n_mfcc, 1, hop_frames)``."""
+        return (1, self.model.input_norm.num_features, 1, self.hop_frames)
+
+    def state_shapes(self) -> list[tuple[int, int, int, int]]:
+        m = self.model
+        channels, n_mfcc = m.head.in_features, m.input_norm.num_features
+        return [(1, n_mfcc, 1, self.stem_context)] + [(1, channels, 1, b.context) for b in m.blocks] + [(1, channels, 1, self.positions)]
+
+    @staticmethod
+    def _norm(bn: nn.BatchNorm1d, x: torch.Tensor) -> torch.Tensor:
+        return nn.functional.batch_norm(x, bn.running_mean, bn.running_var, bn.weight, bn.bias, False, 0.0, bn.eps)
+
+    @staticmethod
+    def _conv(conv: nn.Conv1d, x: torch.Tensor) -> torch.Tensor:
+        return nn.functional.conv2d(x, conv.weight.unsqueeze(2), None, (1, conv.stride[0]), 0, (1, conv.dilation[0]), conv.groups)
+
+    def forward(self, frames: torch.Tensor, *states: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """``frames`` ``(1, n_mfcc, 1, hop_frames)`` (the new frames, transposed) and the states; the window logits and the new states.
+
+        Written for few graph nodes, since per hop the graph's arithmetic is
+        small next to ONNX Runtime's cost per node: the residual adds the
+        block's new input (not a slice of the concatenation), a state as long
+        as the new positions is the new input itself, max pooling reduces
+        straight to ``(1, channels)``.
+        """
+        m = self.model
+        x = self._norm(m.input_norm, frames)
+        new = []
+        x = self._keep(states[0], x, self.stem_context, new)
+        stem_conv, stem_norm = m.stem[0], m.stem[1]
+        x = torch.relu(self._norm(stem_norm, self._conv(stem_conv, x)))
+        for block, state in zip(m.blocks, states[1:-1]):
+            seen = self._keep(state, x, block.context, new)
+            x = x + torch.relu(self._norm(block.norm, self._conv(block.pointwise, self._conv(block.depthwise, seen))))
+        self._keep(states[-1], x, self.positions, new)
+        ring = new[-1]  # the last positions: what the window pools over
+        logits = m.head(ring.amax(dim=(2, 3))) if m.pool == "max" else pool_and_classify(ring.squeeze(2), m.head, m.pool)
+        return (logits, *new)
+
+    @staticmethod
+    def _keep(state: torch.Tensor, x: torch.Tensor, length: int, new: list) -> torch.Tensor:
+        """``state`` followed by ``x`` along time; appends its last ``length`` positions (the next state) to ``new``."""
+        joined = torch.cat([state, x], dim=3)
+        new.append(x if length == x.shape[3] else joined[..., -length:])
+        return joined
 
 
 class TCResBlock(nn.Module):
