@@ -210,6 +210,9 @@ class KwsModel:
                 return self._open_window(raw)
             first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             raise ModelError(f"{self.path}: not a readable ONNX model ({first})") from None
+        meta = session.get_modelmeta().custom_metadata_map
+        if meta.get("kws_format") != FORMAT:
+            ModelInfo.from_metadata(meta, self.path)  # raises: a foreign model is named as such before its inputs are checked
         inputs = [i.name for i in session.get_inputs()]
         if inputs != [INPUT_NAME]:
             raise ModelError(f"{self.path}: expected one input named {INPUT_NAME!r}, found {inputs}")

@@ -149,7 +149,8 @@ def test_several_streaming_models_score_as_separate_detectors(stacked, stream_mo
     for det, path in zip(multi.detectors, paths):
         alone, alone_found = _run(KwsModel(path), speech, 1600)
         assert det.times == alone.times
-        np.testing.assert_allclose(np.stack(det.scores), np.stack(alone.scores), atol=1e-6)
+        # float32 sums in another order (N models' channels in one convolution): differences of ~1e-6 occur
+        np.testing.assert_allclose(np.stack(det.scores), np.stack(alone.scores), atol=1e-5)
         expected += alone_found
     key = lambda d: (d.time_s, d.keyword)  # noqa: E731
     assert sorted((d.time_s, d.keyword) for d in found) == sorted(key(d) for d in expected)
