@@ -413,7 +413,9 @@ def finished_run(run_dir: Path, dataset: Path, train_config):
 
     For ``--resume``: a checkpoint counts only when its training config and
     data digest equal what this run would train with, so a resumed run
-    measures exactly the model it would have trained.
+    measures exactly the model it would have trained. A fine-tuning run's
+    ``init_from`` is compared by the starting checkpoint's digest when the
+    run recorded one, so runs copied to another output folder still count.
     """
     from train.checkpoint import load_checkpoint
     from train.config import TrainConfig
@@ -423,8 +425,11 @@ def finished_run(run_dir: Path, dataset: Path, train_config):
         return None
     _, ckpt = load_checkpoint(run_dir / "best.pt")
     rows, _ = read_dataset(dataset)
-    then = TrainConfig.from_dict(ckpt["train_config"]).to_dict()  # settings added since then take their defaults
-    if then != train_config.to_dict() or ckpt["data_digest"] != data_digest(unique_by_path(rows)):
+    then = TrainConfig.from_dict(ckpt["train_config"])  # settings added since then take their defaults
+    if ckpt.get("init_digest") and train_config.init_from:  # a fine-tuning run: same starting weights, wherever they lie now
+        same_start = Path(train_config.init_from).is_file() and ckpt["init_digest"] == sha256_file(train_config.init_from)
+        then = then.replace(init_from=train_config.init_from) if same_start else then
+    if then.to_dict() != train_config.to_dict() or ckpt["data_digest"] != data_digest(unique_by_path(rows)):
         log.info("%s: an earlier training exists but with another config or data; training again", run_dir)
         return None
     summary = json.loads((run_dir / "summary.json").read_text())

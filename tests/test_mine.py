@@ -68,6 +68,19 @@ def test_fine_tuning_starts_from_the_given_weights(tiny_run, tiny_dataset, tmp_p
     with pytest.raises(ConfigError, match="model_args differ"):
         train(tiny_dataset, other, tmp_path / "bad", progress=False)
 
+    # --resume of the real-speech benchmark: the fine-tuning run counts when it started from the same
+    # weights, found by digest wherever they lie now, and not when it started from other weights.
+    import shutil
+
+    from deploy.benchmark_real import finished_run
+
+    moved = tmp_path / "moved" / "best.pt"
+    moved.parent.mkdir()
+    shutil.copy(tiny_run.checkpoint, moved)
+    same = base.replace(init_from=str(moved), epochs=1, lr=1e-7, windows_per_epoch=0, patience=0)
+    assert finished_run(tmp_path / "ft", tiny_dataset, same) is not None
+    assert finished_run(tmp_path / "ft", tiny_dataset, same.replace(init_from=str(fresh.checkpoint))) is None
+
 
 def test_kws_mine_cli(keyword_model, tiny_dataset, tmp_path):
     from test_cli_errors import assert_clean_error, run

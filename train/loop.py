@@ -53,6 +53,7 @@ import torch
 import torch.nn.functional as F
 
 from collect.manifest import NOISE, ClipRow, data_digest, read_dataset
+from features.audio import sha256_file
 from features.errors import ConfigError, ManifestError
 from train.checkpoint import save_checkpoint
 from train.config import TrainConfig
@@ -153,8 +154,10 @@ def _fit(config, maker, split_clips, labels, model_args, splits, digest, dataset
 
     torch.manual_seed(config.seed)
     model = build_model(config.model, **model_args)
+    init_digest = ""  # sha256 of the checkpoint the weights start from: what the run began with, whatever its path
     if config.init_from:
         _start_from(model, config, model_args, labels, maker.cfg)
+        init_digest = sha256_file(config.init_from)
     train_clips = split_clips["train"]
     y_train = np.array([c.label for c in train_clips])
     counts = np.bincount(y_train, minlength=len(labels)).astype(np.float64)
@@ -211,7 +214,7 @@ def _fit(config, maker, split_clips, labels, model_args, splits, digest, dataset
                     checkpoint, model, model_name=config.model, model_args=model_args, labels=labels,
                     feature_config=maker.cfg, window_samples=maker.window_samples, window_frames=maker.window_frames,
                     train_config=config.to_dict(), data_digest=digest, dataset=dataset_dir, seed=config.seed,
-                    epoch=epoch + 1, val_metrics=val, splits=splits,
+                    epoch=epoch + 1, val_metrics=val, splits=splits, init_digest=init_digest,
                 )
             bar.set_postfix(loss=f"{train_loss:.3f}", val_loss=f"{val['loss']:.3f}", val_acc=f"{val['accuracy']:.3f}",
                             recall=f"{val['recall_at_far']:.3f}", best=best["epoch"])
