@@ -25,6 +25,8 @@ import json
 import logging
 import os
 import tempfile
+import warnings
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -41,6 +43,27 @@ from train.checkpoint import load_checkpoint
 from train.models import count_parameters
 
 log = logging.getLogger("kws")
+
+
+@contextmanager
+def quiet_exporter():
+    """Silence what the ONNX exporter says on every export and a user cannot act on.
+
+    torch warns that torchvision's operators are not registered (we use
+    none), and a deprecation inside torch.export; onnxscript's optimiser and
+    onnx_ir's passes log each step at INFO. Real export failures still raise.
+    """
+    levels = {"torch.onnx._internal.exporter._registration": logging.ERROR, "onnxscript": logging.WARNING, "onnx_ir": logging.WARNING}
+    before = {name: logging.getLogger(name).level for name in levels}
+    for name, level in levels.items():
+        logging.getLogger(name).setLevel(level)
+    try:
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", category=FutureWarning, message=r".*LeafSpec.*")
+            yield
+    finally:
+        for name, level in before.items():
+            logging.getLogger(name).setLevel(level)
 
 AGREEMENT_TOLERANCE = 1e-4  # max |p_onnx - p_torch| on any class of any check window
 
@@ -215,15 +238,16 @@ def _write_onnx(model: torch.nn.Module, window_frames: int, n_mfcc: int, metadat
     import onnx
 
     example = torch.zeros(1, window_frames, n_mfcc)
-    program = torch.onnx.export(
-        model,
-        (example,),
-        dynamo=True,
-        input_names=[INPUT_NAME],
-        output_names=[OUTPUT_NAME],
-        dynamic_shapes=({0: torch.export.Dim("batch", max=4096)},),
-        verbose=False,
-    )
+    with quiet_exporter():
+        program = torch.onnx.export(
+            model,
+            (example,),
+            dynamo=True,
+            input_names=[INPUT_NAME],
+            output_names=[OUTPUT_NAME],
+            dynamic_shapes=({0: torch.export.Dim("batch", max=4096)},),
+            verbose=False,
+        )
     proto = program.model_proto
     for key, value in metadata.items():
         proto.metadata_props.append(onnx.StringStringEntryProto(key=key, value=value))
@@ -255,10 +279,11 @@ def stream_graph(model: torch.nn.Module, window_frames: int, hop_frames: int) ->
             return (torch.softmax(logits, dim=-1), *new)
 
     example = (torch.zeros(stream.input_shape()), *[torch.zeros(s) for s in shapes])
-    program = torch.onnx.export(
-        WithSoftmax().eval(), example, dynamo=True, verbose=False,
-        input_names=[STREAM_INPUT] + [s[0] for s in states], output_names=[OUTPUT_NAME] + [s[1] for s in states],
-    )
+    with quiet_exporter():
+        program = torch.onnx.export(
+            WithSoftmax().eval(), example, dynamo=True, verbose=False,
+            input_names=[STREAM_INPUT] + [s[0] for s in states], output_names=[OUTPUT_NAME] + [s[1] for s in states],
+        )
     spec = {"input": STREAM_INPUT, "output": OUTPUT_NAME, "hop_frames": hop_frames, "pad_frames": stream.pad_frames, "states": states}
     return program.model_proto.SerializeToString(), spec
 
