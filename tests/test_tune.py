@@ -57,6 +57,7 @@ def test_random_is_reproducible_and_stays_in_the_declared_space():
     ({"augment.p_noise": [0.1]}, "grid", ["unknown key 'augment.p_noise'", "p_background"]),
     ({"lr": {"loguniform": [1e-4, 1e-2]}, "epochs": [1]}, "grid", ["grid mode", "lr is a distribution", "--mode random"]),
     ({"lr": []}, "grid", ["'lr' has an empty list of choices"]),
+    ({"lr": [0.01, 0.001, 0.01]}, "grid", ["'lr' lists 0.01 more than once"]),
     ({"lr": {"loguniform": [0, 1]}}, "random", ["loguniform needs low > 0"]),
     ({"lr": {"normal": [0, 1]}}, "random", ["a distribution is one of loguniform, uniform, int"]),
     ({"epochs": {"int": [3, 1]}}, "random", ["int needs [low, high] with low < high"]),

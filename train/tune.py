@@ -186,6 +186,10 @@ def _check_spec(key: str, spec) -> None:
     if isinstance(spec, list):
         if not spec:
             raise ConfigError(f"params: {key!r} has an empty list of choices")
+        seen = [json.dumps(c, sort_keys=True) for c in spec]
+        twice = sorted({c for c in seen if seen.count(c) > 1})
+        if twice:
+            raise ConfigError(f"params: {key!r} lists {', '.join(twice)} more than once (each choice would train again)")
         return
     if not isinstance(spec, dict):
         raise ConfigError(f"params: {key!r} must be a list of choices or a distribution "
