@@ -1,4 +1,4 @@
-"""Synthetic voices: a multi-accent dataset for any wake phrase, from espeak-ng or Piper.
+"""Synthetic voices: a multi-accent dataset for any wake phrase, from espeak-ng, Piper or Flite.
 
 Each *synthetic speaker* is one voice configuration (accent voice, variant,
 base pitch, pitch range, speaking rate); it counts as a speaker for the
@@ -226,6 +226,8 @@ def synthesize_dataset(
     slug(phrase)  # validates
     accents = list(ACCENTS) if accents is None else accents
     voices = engine_voices(engine, accents, n_voices_per_accent, seed)
+    if not voices:  # Flite speaks only its own accents
+        raise ConfigError(f"the {engine} engine has no voice for accent(s) {', '.join(accents)}; nothing was written")
     session = SESSIONS[engine]
     session_dir = Path(dataset) / session
     if session_dir.exists():

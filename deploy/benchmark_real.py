@@ -44,6 +44,7 @@ import json
 import logging
 import os
 import time
+from collections import Counter
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
@@ -124,6 +125,9 @@ class BenchConfig:
             if unknown_m:
                 raise ConfigError(f"benchmark config: unknown mining key(s) {', '.join(unknown_m)}; known: {', '.join(MINING_DEFAULTS)}")
             d["mining"] = {**MINING_DEFAULTS, **d["mining"]}
+            rounds = d["mining"]["rounds"]
+            if isinstance(rounds, bool) or not isinstance(rounds, int) or rounds < 1:
+                raise ConfigError(f"benchmark config: mining.rounds must be a whole number >= 1, got {rounds!r}")
         cfg = cls(**d)
         for r in cfg.rotations:
             if r not in ROTATIONS:
@@ -388,6 +392,7 @@ def accent_frr(run, info, thresholds: dict[str, float]) -> dict:
 def fa_sources(run, info, threshold: float | None) -> dict:
     """Where the false accepts at ``threshold`` happened: during which background source (real folder, read-aloud) or in a gap."""
     from deploy.detector import fire_indices, smooth
+    from deploy.error_clips import background_at
     from deploy.evaluate import TOLERANCE_AFTER_S, match_all
 
     if threshold is None:
@@ -399,8 +404,7 @@ def fa_sources(run, info, threshold: float | None) -> dict:
     counts: dict[str, int] = {}
     examples = []
     for t in fa:
-        near = [e for e in run.events if not e.is_keyword and e.start_s <= t <= e.end_s + TOLERANCE_AFTER_S]
-        e = max(near, key=lambda e: e.start_s) if near else None
+        e = background_at(t, run.events, TOLERANCE_AFTER_S)
         src = (e.path.split("/")[0] if e else "(noise or gap)")
         counts[src] = counts.get(src, 0) + 1
         if len(examples) < 20:
@@ -550,9 +554,7 @@ def mine_and_fine_tune(out: Path, dataset: Path, checkpoint: Path, cfg: BenchCon
         model = KwsModel(export_model(checkpoint, out / f"round{n}.onnx", threshold=0.5, **cfg.export))
         found = find_false_accepts(model, clips, threshold=m["threshold"], progress=progress)
         write_mined(dataset, found, max_clips=m["max_clips"], session=SESSION + suffix)
-        by_source: dict[str, int] = {}
-        for f in found[: m["max_clips"]]:
-            by_source[f["row"].session] = by_source.get(f["row"].session, 0) + 1
+        by_source = dict(Counter(f["row"].session for f in found[: m["max_clips"]]))
         tc = cfg.train_config_obj().replace(init_from=str(checkpoint), epochs=m["epochs"], lr=m["lr"])
         run_dir = out / f"train-mined{suffix}"
         result = (resume and finished_run(run_dir, dataset, tc)) or train(dataset, tc, run_dir, progress=progress)

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from features.config import FeatureConfig
-from features.errors import ModelError
+from features.errors import ModelError, first_line
 
 FORMAT = "kws-onnx-1"
 INPUT_NAME = "mfcc"  # float32 (batch, window_frames, n_mfcc)
@@ -188,8 +188,7 @@ class KwsModel:
                 self.stream = StreamSpec.from_dict(self.info.metadata["stream"])
                 self.stream_session = open_session(self.stream_graph(), num_threads)
             except Exception as exc:
-                first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-                raise ModelError(f"{self.path}: its streaming graph is missing or unreadable ({first})") from None
+                raise ModelError(f"{self.path}: its streaming graph is missing or unreadable ({first_line(exc)})") from None
             if self.stream.hop_frames != self.info.hop_frames:
                 raise ModelError(f"{self.path}: streaming graph for a hop of {self.stream.hop_frames} frames, metadata says {self.info.hop_frames}")
 
@@ -208,8 +207,7 @@ class KwsModel:
             if graph is not raw:  # a rewrite ONNX Runtime refuses: run the stored graph instead
                 self._optimize = False
                 return self._open_window(raw)
-            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            raise ModelError(f"{self.path}: not a readable ONNX model ({first})") from None
+            raise ModelError(f"{self.path}: not a readable ONNX model ({first_line(exc)})") from None
         meta = session.get_modelmeta().custom_metadata_map
         if meta.get("kws_format") != FORMAT:
             ModelInfo.from_metadata(meta, self.path)  # raises: a foreign model is named as such before its inputs are checked

@@ -212,6 +212,14 @@ def _node(op: str, inputs: list[str], outputs: list[str], name: str, ints: dict[
     return n
 
 
+def _int_attr(name: str, value: int) -> Message:
+    a = Message()
+    a.add(ATTR_NAME, name)
+    a.add(ATTR_I, value)
+    a.add(ATTR_TYPE, ATTR_TYPE_INT)
+    return a
+
+
 def _int64_tensor(name: str, values: list[int]) -> Message:
     t = Message()
     t.add(TENSOR_DIMS, len(values))
@@ -509,11 +517,7 @@ def stack_stream_models(models: list[bytes], shared_input: str) -> bytes:
     out_nodes: list[Message] = []
     tiled = shared_input + "__kws_stacked"
     out_nodes.append(_node("Concat", [shared_input] * n, [tiled], tiled + "__Concat"))
-    axis = Message()
-    axis.add(ATTR_NAME, "axis")
-    axis.add(ATTR_I, 1)
-    axis.add(ATTR_TYPE, ATTR_TYPE_INT)
-    out_nodes[-1].add(NODE_ATTRIBUTE, axis)
+    out_nodes[-1].add(NODE_ATTRIBUTE, _int_attr("axis", 1))
     reshape_shape = "kws_stacked_logits_shape"
     for nd in nodes:
         along_time(nd)
@@ -522,10 +526,7 @@ def stack_stream_models(models: list[bytes], shared_input: str) -> bytes:
         if op == "Conv":
             group = _attr(nd, "group")
             if group is None:
-                group = Message()
-                group.add(ATTR_NAME, "group")
-                group.add(ATTR_I, 1)
-                group.add(ATTR_TYPE, ATTR_TYPE_INT)
+                group = _int_attr("group", 1)
                 nd.add(NODE_ATTRIBUTE, group)
             group._replace(ATTR_I, [[ATTR_I, VARINT, group.int(ATTR_I, 1) * n]])
         if op == "Softmax":

@@ -7,6 +7,12 @@ a traceback; anything else is a bug and keeps its traceback.
 """
 
 
+def first_line(exc: BaseException) -> str:
+    """The first line of an exception's message (its type name if it has none): for a one-line error that quotes a library."""
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
 class KwsError(Exception):
     """Base class: a problem with the user's input or environment, not a bug."""
 

@@ -34,6 +34,14 @@ def test_speakers_only_in_flites_accents(tmp_path):
         assert 0.3 < len(load_audio(tmp_path / r.path)) / 16000 < 12
 
 
+def test_accents_without_a_flite_voice_are_refused(tmp_path):
+    from features.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="flite engine has no voice for accent.*en-x-it"):
+        synthesize_dataset(tmp_path / "ds", "computer", accents=["en-x-it"], engine="flite", progress=False)
+    assert not (tmp_path / "ds").exists()
+
+
 def test_missing_program_is_a_clear_error(tmp_path, monkeypatch):
     """Without flite on PATH the engine refuses before writing anything, saying how to install it."""
     from features.errors import ConfigError

@@ -87,6 +87,9 @@ def test_bench_config_files_parse():
         cfg.train_config_obj()  # the training config it names is valid too
     with pytest.raises(ConfigError, match="unknown key"):
         BenchConfig.from_dict({"nme": "typo"})
+    for rounds in (0, 1.5, "2"):
+        with pytest.raises(ConfigError, match="mining.rounds"):
+            BenchConfig.from_dict({"mining": {"rounds": rounds}})
 
 
 @pytest.mark.skipif(not REAL.is_dir(), reason=f"real wake-word data not present at {REAL}")

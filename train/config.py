@@ -16,7 +16,7 @@ from pathlib import Path
 
 from features.augment import AugmentConfig
 from features.config import FeatureConfig, check_keys, read_json_file
-from features.errors import ConfigError
+from features.errors import ConfigError, first_line
 from train.models import MODELS, build_model
 
 CLASS_BALANCE = ("loss", "sampler", "none")  # class-weighted loss, balanced sampling, or neither
@@ -161,5 +161,5 @@ def _check_model_args(cfg: TrainConfig, fcfg: FeatureConfig) -> None:
     except ConfigError as exc:
         raise ConfigError(f"model_args: {exc}") from None
     except (TypeError, ValueError, RuntimeError) as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise ConfigError(f"model_args {cfg.model_args} do not make a working {cfg.model!r} for {frames}-frame windows: {first}") from None
+        raise ConfigError(f"model_args {cfg.model_args} do not make a working {cfg.model!r} "
+                          f"for {frames}-frame windows: {first_line(exc)}") from None

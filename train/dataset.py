@@ -141,7 +141,7 @@ class WindowMaker:
     """Turns decoded clips into MFCC tensors: augmented training epochs and fixed evaluation sets."""
 
     def __init__(self, cfg: FeatureConfig, window_s: float, augment: AugmentConfig, seed: int,
-                 noise_clips: Sequence[np.ndarray] = ()):
+                 noise_clips: Sequence[np.ndarray] = (), progress: bool = True):
         self.cfg = cfg
         self.window_samples, self.window_frames = window_geometry(cfg, window_s)
         self.augment = augment
@@ -152,7 +152,7 @@ class WindowMaker:
             from features.rooms import impulse_responses
 
             self.rooms = impulse_responses(int(augment.n_rooms), seed, min_rt60=augment.min_rt60_s, max_rt60=augment.max_rt60_s,
-                                           sample_rate=cfg.sample_rate, progress=True)
+                                           sample_rate=cfg.sample_rate, progress=progress)
         self.margin = min(int(augment.max_shift_s * cfg.sample_rate), self.window_samples // 4) if augment.p_shift > 0 else 0
         self.mfcc = Mfcc(cfg)
 

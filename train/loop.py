@@ -122,7 +122,7 @@ def train(dataset_dir: str | Path, config: TrainConfig, out_dir: str | Path, pro
     for stale in ("metrics.jsonl", "summary.json", "best.pt", "curve.png"):  # a previous run in the same folder
         (out_dir / stale).unlink(missing_ok=True)
     maker = WindowMaker(fcfg, config.window_s, config.augment, config.seed,
-                        noise_clips=[c.audio for c in split_clips["train"] if c.row.label == NOISE])
+                        noise_clips=[c.audio for c in split_clips["train"] if c.row.label == NOISE], progress=progress)
     model_args = {"n_mfcc": fcfg.n_mfcc, "n_labels": len(labels), **config.model_args}
     splits = speakers_by_split(assignment)
     write_json(out_dir / "config.json", _run_config(config, fcfg, maker, labels, model_args, dataset_dir))
