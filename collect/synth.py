@@ -160,8 +160,8 @@ def take(text: str, voice, rng: np.random.Generator) -> np.ndarray:
     return audio * (10 ** (rng.uniform(-22, -2) / 20) / peak)
 
 
-def engine_voices(engine: str, accents: list[str], n_per_accent: int, seed: int) -> list:
-    """The synthetic speakers of one engine."""
+def engine_voices(engine: str, accents: list[str], n_per_accent: int, seed: int, piper_voices: str = "gender") -> list:
+    """The synthetic speakers of one engine (``piper_voices``: the Piper speaker recipe, ``collect.piper_tts.VOICES``)."""
     for accent in accents:
         if accent not in ACCENTS:
             raise ConfigError(f"unknown accent {accent!r}; known: {', '.join(ACCENTS)}")
@@ -170,7 +170,7 @@ def engine_voices(engine: str, accents: list[str], n_per_accent: int, seed: int)
     if engine == "piper":
         from collect.piper_tts import make_speakers
 
-        return make_speakers({a: ACCENTS[a] for a in accents}, n_per_accent, seed)
+        return make_speakers({a: ACCENTS[a] for a in accents}, n_per_accent, seed, voices=piper_voices)
     if engine == "flite":
         from collect.flite_tts import binary, make_speakers
 
@@ -209,6 +209,7 @@ def synthesize_dataset(
     n_noise: int | None = None,
     seed: int = 0,
     engine: str = "espeak",
+    piper_voices: str = "gender",
     overwrite: bool = False,
     progress: bool = True,
 ) -> Path:
@@ -217,7 +218,8 @@ def synthesize_dataset(
     Each voice speaks the phrase ``takes_per_voice`` times, ``n_confusables``
     hard negatives and ``n_sentences`` ordinary sentences; ``n_noise`` noise
     clips (default: one per voice) are added. ``engine`` is "espeak" or
-    "piper" or "flite"; each writes its own session. Only that session folder is replaced
+    "piper" or "flite"; each writes its own session (``piper_voices``: the
+    Piper speaker recipe, ``collect.piper_tts.VOICES``). Only that session folder is replaced
     with ``overwrite``; recorded sessions beside it are never touched.
     """
     from tqdm import tqdm
@@ -225,7 +227,7 @@ def synthesize_dataset(
     phrase = phrase.strip()
     slug(phrase)  # validates
     accents = list(ACCENTS) if accents is None else accents
-    voices = engine_voices(engine, accents, n_voices_per_accent, seed)
+    voices = engine_voices(engine, accents, n_voices_per_accent, seed, piper_voices)
     if not voices:  # Flite speaks only its own accents
         raise ConfigError(f"the {engine} engine has no voice for accent(s) {', '.join(accents)}; nothing was written")
     session = SESSIONS[engine]

@@ -230,17 +230,39 @@ def _synth_sessions(cache: Path, kind: str, engines: tuple, params: dict, progre
     """
     from collect.synth import SESSIONS, synthesize_dataset
 
-    folder = cache / f"{kind}-{_digest({**params, 'engines': list(engines)})}"
+    per_engine = {engine: _engine_params(engine, params) for engine in engines}
+    shared = {k: v for k, v in params.items() if k != "piper_voices"}
+    folder = cache / f"{kind}-{_digest({**shared, 'engines': list(engines), **_recipes(per_engine)})}"
     folder.mkdir(parents=True, exist_ok=True)
-    for engine in engines:
-        made = cache / f"{kind}-{engine}-{_digest(params)}"
+    for engine, own in per_engine.items():
+        made = cache / f"{kind}-{engine}-{_digest(own)}"
         if not _done(made):
-            synthesize_dataset(made, overwrite=True, progress=progress, engine=engine, **params)
-            _mark_done(made, {**params, "engine": engine})
+            synthesize_dataset(made, overwrite=True, progress=progress, engine=engine, **own)
+            _mark_done(made, {**own, "engine": engine})
         link = folder / SESSIONS[engine]
         if not (link.exists() or link.is_symlink()):  # a session folder made here by an older version is used as it is
             os.symlink(os.path.relpath(made / SESSIONS[engine], folder), link)
     return folder
+
+
+def _engine_params(engine: str, params: dict) -> dict:
+    """The synthesis arguments one engine's session depends on (its cache key).
+
+    ``piper_voices`` matters only to Piper, and its earlier recipe ("warp")
+    is left out of the key so sessions cached before the option existed
+    still match.
+    """
+    own = {k: v for k, v in params.items() if k != "piper_voices"}
+    voices = params.get("piper_voices", "gender")
+    if engine == "piper" and voices != "warp":
+        own["piper_voices"] = voices
+    return own
+
+
+def _recipes(per_engine: dict) -> dict:
+    """The Piper recipe for the combined folder's key, when it is not the earlier one (see ``_engine_params``)."""
+    voices = per_engine.get("piper", {}).get("piper_voices")
+    return {"piper_voices": voices} if voices else {}
 
 
 def training_synth(cache: Path, cfg: BenchConfig, progress: bool) -> Path:
@@ -252,7 +274,8 @@ def training_synth(cache: Path, cfg: BenchConfig, progress: bool) -> Path:
 def heldout_keywords(cache: Path, cfg: BenchConfig, progress: bool) -> Path:
     """Keyword takes of held-out voice configurations, for the per-accent FRR (no negatives)."""
     params = {"phrase": KEYWORD, "n_voices_per_accent": cfg.heldout_voices_per_accent, "takes_per_voice": cfg.heldout_takes,
-              "n_confusables": 0, "n_sentences": 0, "n_noise": 0, "seed": cfg.seed + HELDOUT_SEED_OFFSET}
+              "n_confusables": 0, "n_sentences": 0, "n_noise": 0, "seed": cfg.seed + HELDOUT_SEED_OFFSET,
+              "piper_voices": cfg.synth.get("piper_voices", "gender")}
     return _synth_sessions(cache, "heldout", cfg.engines, params, progress)
 
 

