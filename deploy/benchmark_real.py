@@ -232,10 +232,10 @@ def _synth_sessions(cache: Path, kind: str, engines: tuple, params: dict, progre
 
     per_engine = {engine: _engine_params(engine, params) for engine in engines}
     shared = {k: v for k, v in params.items() if k != "piper_voices"}
-    folder = cache / f"{kind}-{_digest({**shared, 'engines': list(engines), **_recipes(per_engine)})}"
+    folder = cache / f"{kind}-{_digest(_key({**shared, 'engines': list(engines), **per_engine.get('piper', {})}))}"
     folder.mkdir(parents=True, exist_ok=True)
     for engine, own in per_engine.items():
-        made = cache / f"{kind}-{engine}-{_digest(own)}"
+        made = cache / f"{kind}-{engine}-{_digest(_key(own))}"
         if not _done(made):
             synthesize_dataset(made, overwrite=True, progress=progress, engine=engine, **own)
             _mark_done(made, {**own, "engine": engine})
@@ -246,23 +246,17 @@ def _synth_sessions(cache: Path, kind: str, engines: tuple, params: dict, progre
 
 
 def _engine_params(engine: str, params: dict) -> dict:
-    """The synthesis arguments one engine's session depends on (its cache key).
-
-    ``piper_voices`` matters only to Piper, and its earlier recipe ("warp")
-    is left out of the key so sessions cached before the option existed
-    still match.
-    """
+    """The synthesis arguments of one engine's session: ``piper_voices`` goes to Piper only."""
     own = {k: v for k, v in params.items() if k != "piper_voices"}
-    voices = params.get("piper_voices", "gender")
-    if engine == "piper" and voices != "warp":
-        own["piper_voices"] = voices
+    if engine == "piper":
+        own["piper_voices"] = params.get("piper_voices", "gender")
     return own
 
 
-def _recipes(per_engine: dict) -> dict:
-    """The Piper recipe for the combined folder's key, when it is not the earlier one (see ``_engine_params``)."""
-    voices = per_engine.get("piper", {}).get("piper_voices")
-    return {"piper_voices": voices} if voices else {}
+def _key(params: dict) -> dict:
+    """Synthesis arguments as a cache key: Piper's earlier recipe ("warp") is left out, so sessions
+    cached before ``piper_voices`` existed still match."""
+    return {k: v for k, v in params.items() if not (k == "piper_voices" and v == "warp")}
 
 
 def training_synth(cache: Path, cfg: BenchConfig, progress: bool) -> Path:

@@ -74,3 +74,22 @@ def test_kws_synth_engine_option(tmp_path):
     assert ok.returncode == 0, ok.stderr
     assert [r.source.split(":")[0] for r in load_rows(tmp_path)] == ["piper"]
     assert_clean_error(run("synth", tmp_path / "other", "--engine", "festival"), "unknown synthesis engine 'festival'")
+
+
+def test_gender_recipe_makes_female_speakers():
+    """Half the "gender" speakers speak at a woman's pitch (170-270 Hz asked); the warp recipe's "female" ones stay below 150 Hz."""
+    rng = np.random.default_rng(0)
+    gender = engine_voices("piper", ["en-US"], 4, seed=0, piper_voices="gender")
+    assert [s.gender for s in gender] == ["male", "female", "male", "female"]
+    for s in gender:
+        f0 = median_f0(piper_tts.speak("computer", s, rng))
+        assert (f0 > 165) if s.gender == "female" else (f0 < 150), (s, f0)
+    assert all(s.source.endswith(f":p{s.pitch_hz:.0f}:r{s.pitch_range:.2f}") for s in gender if s.gender == "female")
+    warped = engine_voices("piper", ["en-US"], 2, seed=0, piper_voices="warp")[1]
+    assert warped.gender == "female" and warped.pitch_hz == 0 and median_f0(piper_tts.speak("computer", warped, rng)) < 150
+
+
+def test_unknown_piper_recipe_is_refused_before_writing(tmp_path):
+    with pytest.raises(ConfigError, match="unknown piper voice recipe 'robot'; known: gender, warp"):
+        synthesize_dataset(tmp_path, "computer", accents=["en-US"], engine="piper", piper_voices="robot", progress=False)
+    assert not any(tmp_path.iterdir())

@@ -97,3 +97,30 @@ def test_real_folder_layout():
     files = check_wake_words(REAL)
     assert len(files[KEYWORD]) >= 300
     assert sf.info(str(files[KEYWORD][0])).samplerate == 16000
+
+
+def test_piper_recipe_changes_only_the_piper_cache(tmp_path, monkeypatch):
+    """A Piper session made with one recipe is never reused for another (it would silently train on the wrong voices);
+    espeak-ng sessions, which the recipe does not touch, are shared."""
+    import collect.synth
+    from deploy.benchmark_real import heldout_keywords, training_synth
+
+    made = []
+
+    def fake_synthesize(folder, **kw):
+        made.append((Path(folder).name, kw.get("piper_voices")))
+        (Path(folder) / collect.synth.SESSIONS[kw["engine"]]).mkdir(parents=True)
+
+    monkeypatch.setattr(collect.synth, "synthesize_dataset", fake_synthesize)
+    base = BenchConfig.from_file(Path(__file__).resolve().parents[1] / "configs" / "bench-real-voices-mined.json")
+    warp = BenchConfig(**{**base.__dict__, "synth": {**base.synth, "piper_voices": "warp"}})
+    folders = {name: (training_synth(tmp_path, cfg, False), heldout_keywords(tmp_path, cfg, False))
+               for name, cfg in (("gender", base), ("warp", warp))}
+    assert folders["gender"][0] != folders["warp"][0] and folders["gender"][1] != folders["warp"][1]
+    espeak = [name for name, _ in made if name.split("-")[1] == "espeak"]
+    assert len(espeak) == 2, made  # training and held-out, once each, shared by both recipes
+    piper = {name: voices for name, voices in made if name.split("-")[1] == "piper"}
+    assert len(piper) == 4 and sorted(piper.values()) == ["gender", "gender", "warp", "warp"]
+    for name in ("gender", "warp"):  # each combined folder links its own recipe's session
+        link = (folders[name][0] / collect.synth.SESSIONS["piper"]).resolve().parent.name
+        assert piper[link] == name
