@@ -4,8 +4,8 @@ Usage::
 
     .venv/bin/python benchmarks/real_speech.py /work/shared/data/wake-words --out runs/bench-real [--config configs/bench-real.json] [--quick]
 
-Writes ``<out>/<config name>/report.json``, ``report.md``, ``det.png`` and
-``accent_frr.png`` (see ``deploy.benchmark_real`` for what is measured and why).
+Writes ``<out>/<config name>/report.json``, ``report.md``, ``det.png``,
+``accent_frr.png`` and ``voice_frr.png`` (see ``deploy.benchmark_real`` for what is measured and why).
 """
 
 from __future__ import annotations
@@ -33,10 +33,18 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--tune-decision", action="store_true",
                    help="afterwards, choose the score smoothing on each rotation's validation stream and replay the test scores with it")
     p.add_argument("--decision-only", action="store_true", help="only the --tune-decision step, on an existing output folder")
+    p.add_argument("--voices-only", action="store_true",
+                   help="only add the FRR by pitch and spoken length to an existing output folder's report, from its saved test scores")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     cfg = BenchConfig.from_file(args.config) if args.config else BenchConfig()
     out = Path(args.out) / (cfg.name + ("-quick" if args.quick else ""))
+    if args.voices_only:
+        from deploy.benchmark_real import add_voice_bands
+
+        add_voice_bands(out, args.wake_words)
+        print((out / "report.md").read_text())
+        return 0
     if not args.decision_only:
         report = run_benchmark(args.wake_words, args.out, config=cfg, quick=args.quick, jobs=args.jobs, progress=not args.quiet,
                                resume=args.resume)

@@ -30,7 +30,8 @@ This module turns the report's numbers into two things:
 - ``advise``: sentences, each backed by the numbers it quotes: the accents
   with the widest or highest intervals and how many speakers to record, the
   background that causes false accepts, confusable words that fire, low-SNR
-  takes when their FRR is significantly higher, and how much background a
+  takes, higher- or lower-pitched voices and drawn-out keywords (measured
+  from the audio, ``deploy.voice_bands``) when their FRR is significantly higher, and how much background a
   false-accept target needs. A rule that the data do not support says
   nothing, so a report may have few sentences, never filler.
 """
@@ -208,21 +209,16 @@ def _confusable_advice(report: dict) -> list[dict]:
 def _condition_advice(report: dict, plan: dict) -> list[dict]:
     out = []
     e = report.get("errors") or {}
-    kws = [k for k in e.get("keywords", []) if k.get("snr_db") is not None]
-    if len(kws) >= 6 and any(not k["hit"] for k in kws):
+    kws = [{**k, "missed": not k["hit"]} for k in e.get("keywords", []) if k.get("snr_db") is not None]
+    if len(kws) >= 6 and any(k["missed"] for k in kws):
         cut = sorted(k["snr_db"] for k in kws)[len(kws) // 3]
-        low = [k for k in kws if k["snr_db"] < cut]
-        high = [k for k in kws if k["snr_db"] >= cut]
-        if low and high:
-            m = len(kws) / max(1, len({k["speaker"] for k in kws}))
-            de = design_effect(m, plan["icc"])
-            kl, kh = sum(not k["hit"] for k in low), sum(not k["hit"] for k in high)
-            pval = clustered_z_test(kl, len(low), de, kh, len(high), de)
-            if pval < SIGNIFICANT:
-                out.append({"topic": "condition", "snr_below_db": round(cut, 1), "p_value": round(pval, 4),
-                            "text": f"Quiet takes are missed more: FRR {_pct(kl / len(low))} below {cut:.1f} dB SNR "
-                                    f"({len(low)} keywords) against {_pct(kh / len(high))} above (one-sided p = {pval:.3f}). "
-                                    "Record takes at a distance from the microphone and in noisier rooms."})
+        test = _split_test(kws, lambda k: k["snr_db"] < cut, plan, min_n=1)
+        if test and test[4] < SIGNIFICANT:
+            kl, nl, kh, nh, pval = test
+            out.append({"topic": "condition", "snr_below_db": round(cut, 1), "p_value": round(pval, 4),
+                        "text": f"Quiet takes are missed more: FRR {_pct(kl / nl)} below {cut:.1f} dB SNR "
+                                f"({nl} keywords) against {_pct(kh / nh)} above (one-sided p = {pval:.3f}). "
+                                "Record takes at a distance from the microphone and in noisier rooms."})
     misses = [k for k in e.get("keywords", []) if not k["hit"]]
     alone = {r["path"] for r in report.get("clip_results", []) if r["truth"] != "negative" and r["predicted"] == r["truth"]}
     heard = [k for k in misses if k["path"] in alone]
@@ -234,6 +230,46 @@ def _condition_advice(report: dict, plan: dict) -> list[dict]:
     return out
 
 
+def _split_test(keywords: list[dict], is_a, plan: dict, min_n: int = 3):
+    """``(k_a, n_a, k_b, n_b, p)``: misses in group a and b (``is_a(keyword)``) and the one-sided p that a is worse.
+
+    Takes of one speaker are correlated: both groups' variances carry the
+    design effect of the report's intraclass correlation (``plan["icc"]``).
+    """
+    a = [k for k in keywords if is_a(k)]
+    b = [k for k in keywords if not is_a(k)]
+    if len(a) < min_n or len(b) < min_n:
+        return None
+    de = design_effect(len(keywords) / max(1, len({k["speaker"] for k in keywords})), plan["icc"])
+    ka, kb = sum(k["missed"] for k in a), sum(k["missed"] for k in b)
+    return ka, len(a), kb, len(b), clustered_z_test(ka, len(a), de, kb, len(b), de)
+
+
+def _voice_advice(report: dict, plan: dict) -> list[dict]:
+    """Voices missed more than the others, by measured pitch or spoken length (``deploy.voice_bands``)."""
+    from deploy.voice_bands import HIGH_PITCH_HZ, LONG_S
+
+    keywords = [k for k in (report.get("per_voice") or {}).get("keywords", []) if k["pitch_hz"] == k["pitch_hz"]]  # not NaN
+    out = []
+    rules = [
+        (lambda k: k["pitch_hz"] >= HIGH_PITCH_HZ, f"at or above {HIGH_PITCH_HZ:.0f} Hz", f"below {HIGH_PITCH_HZ:.0f} Hz",
+         "Higher-pitched voices are missed more", "Record more speakers with higher voices (most women and children)."),
+        (lambda k: k["pitch_hz"] < HIGH_PITCH_HZ, f"below {HIGH_PITCH_HZ:.0f} Hz", f"at or above {HIGH_PITCH_HZ:.0f} Hz",
+         "Lower-pitched voices are missed more", "Record more speakers with deeper voices (most men)."),
+        (lambda k: k["spoken_s"] >= LONG_S, f"lasting {LONG_S:g} s or more", f"shorter than {LONG_S:g} s",
+         "Drawn-out keywords are missed more", "Record slow, drawn-out takes, and takes with sound around the word."),
+    ]
+    for is_a, a_name, b_name, what, ask in rules:
+        test = _split_test(keywords, is_a, plan)
+        if test and test[4] < SIGNIFICANT:
+            ka, na, kb, nb, pval = test
+            out.append({"topic": "voice", "group": a_name, "frr": round(ka / na, 4), "others_frr": round(kb / nb, 4), "p_value": round(pval, 4),
+                        "text": f"{what}: FRR {_pct(ka / na)} {a_name} ({na} keywords) against {_pct(kb / nb)} {b_name} "
+                                f"(one-sided p = {pval:.3f}, speakers' takes counted as correlated). {ask}"})
+    return out
+
+
 def advise(report: dict, plan: dict) -> list[dict]:
     """Advice on what to record next, each item ``{"topic", "text", ...the numbers it quotes}``; see the module docstring."""
-    return _accent_advice(report, plan) + _confusable_advice(report) + _background_advice(report) + _condition_advice(report, plan)
+    return (_accent_advice(report, plan) + _voice_advice(report, plan) + _confusable_advice(report) + _background_advice(report)
+            + _condition_advice(report, plan))

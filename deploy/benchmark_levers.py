@@ -10,8 +10,6 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import numpy as np
-
 
 # ----------------------------------------------------------------------------- decision lever: smoothing tuned on validation
 
@@ -29,10 +27,10 @@ def tune_decision(rotation_dir: str | Path, *, target_fa_per_hour: float = 0.5, 
     applied, with its validation threshold, to the test stream scores the
     benchmark saved (``test_scores.npz``): no test data takes part in the choice.
     """
+    from deploy.benchmark_real import REPORT_TARGETS, det_thresholds, saved_test_run
     from deploy.calibrate import CANDIDATES, choose_threshold
-    from deploy.evaluate import StreamRun, det_curve, load_eval_clips, operating_points, select_rows, stream_pass
+    from deploy.evaluate import det_curve, load_eval_clips, operating_points, select_rows, stream_pass
     from deploy.modelfile import KwsModel
-    from deploy.streams import Event
 
     rotation_dir = Path(rotation_dir)
     model = KwsModel(rotation_dir / "model.onnx")
@@ -41,19 +39,10 @@ def tune_decision(rotation_dir: str | Path, *, target_fa_per_hour: float = 0.5, 
     rows, _, _ = select_rows(rotation_dir / "dataset", info, "val")
     clips, _ = load_eval_clips(rotation_dir / "dataset", rows, info)
     val = stream_pass(model, clips, background_minutes=background_minutes, snr_db=snr_db, seed=seed + 7919, progress=progress)
-    saved = np.load(rotation_dir / "test_scores.npz")
-    events = [Event(**e) for e in json.loads((rotation_dir / "test_events.json").read_text())]
-    if "duration_s" in saved:
-        duration = float(saved["duration_s"])
-    else:  # scores saved before the duration was: the report beside the rotation folder has it
-        report = json.loads((rotation_dir.parent / "report.json").read_text())
-        duration = next(r["test"]["duration_s"] for r in report["rotations"] if f"rotation-{r['rotation']}" == rotation_dir.name)
-    test = StreamRun(events, duration, saved["times"], saved["scores"], [], 0.0)
+    test = saved_test_run(rotation_dir)
     table = []
     for s in choices:
         point = choose_threshold(det_curve(val, info, refractory, s, thresholds=CANDIDATES), target_fa_per_hour)
-        from deploy.benchmark_real import REPORT_TARGETS, det_thresholds
-
         curve = det_curve(test, info, refractory, s, thresholds=det_thresholds([point["threshold"]]))
         at = next(p for p in curve if abs(p["threshold"] - round(point["threshold"], 7)) < 1e-9)
         table.append({"smoothing": s, "val_threshold": point["threshold"], "val_frr": point["frr"], "val_fa_per_hour": point["fa_per_hour"],

@@ -376,28 +376,27 @@ def det_thresholds(extra: list[float] = ()) -> np.ndarray:
     return np.unique(np.round(np.concatenate([CANDIDATES, 1 - np.geomspace(1e-4, 1e-6, 21), list(extra)]), 7))
 
 
-def accent_frr(run, info, thresholds: dict[str, float]) -> dict:
-    """Per-accent FRR (Wilson 95% CI) of the keyword events in ``run`` at each named threshold."""
+def _hits_at(run, info, threshold: float) -> tuple[list[int], list[float]]:
+    """``deploy.evaluate.match_all`` of the detections ``run``'s recorded scores give at ``threshold``."""
     from deploy.detector import fire_indices, smooth
     from deploy.evaluate import match_all
-    from deploy.stats import wilson_interval
 
     refractory = int(round(info.refractory_s / info.hop_s))
     smoothed = smooth(run.scores, info.smoothing)
+    fired = {k: run.times[fire_indices(smoothed[:, j], float(threshold), refractory)].tolist() for j, k in enumerate(info.keywords)}
+    return match_all(fired, run.events)
+
+
+def accent_frr(run, info, thresholds: dict[str, float]) -> dict:
+    """Per-accent FRR (Wilson 95% CI) of the keyword events in ``run`` at each named threshold."""
+    from deploy.voice_bands import frr_table
+
     out = {}
     for name, thr in thresholds.items():
         if thr is None:
             continue
-        fired = {k: run.times[fire_indices(smoothed[:, j], float(thr), refractory)].tolist() for j, k in enumerate(info.keywords)}
-        hits, fa = match_all(fired, run.events)
-        per: dict[str, list[int]] = {}
-        for e, h in zip(run.events, hits):
-            if e.is_keyword:
-                s = per.setdefault(e.accent, [0, 0])
-                s[0] += 1
-                s[1] += h == 0
-        table = {a: {"n": n, "misses": m, "frr": m / n, "frr_ci": [round(x, 4) for x in wilson_interval(m, n)]}
-                 for a, (n, m) in sorted(per.items())}
+        hits, fa = _hits_at(run, info, thr)
+        table = frr_table((e.accent, h == 0) for e, h in zip(run.events, hits) if e.is_keyword)
         frrs = [v["frr"] for v in table.values()]
         out[name] = {"threshold": thr, "per_accent": table, "frr": sum(v["misses"] for v in table.values()) / max(1, sum(v["n"] for v in table.values())),
                      "worst": max(frrs), "best": min(frrs),
@@ -406,18 +405,32 @@ def accent_frr(run, info, thresholds: dict[str, float]) -> dict:
     return out
 
 
+def voice_frr_at(run, info, traits: dict[str, dict], thresholds: dict[str, float]) -> dict:
+    """FRR of the keyword events by pitch and spoken-length band (``deploy.voice_bands``) at each named threshold.
+
+    ``traits`` maps a clip path to its ``deploy.voice_bands.traits``. This is
+    how the benchmark shows *which* real speakers are missed: the real
+    recordings carry no accent or gender labels.
+    """
+    from deploy.voice_bands import voice_frr
+
+    out = {}
+    for name, thr in thresholds.items():
+        if thr is None:
+            continue
+        hits, _ = _hits_at(run, info, thr)
+        out[name] = {"threshold": thr, **voice_frr([(traits[e.path], h == 0) for e, h in zip(run.events, hits) if e.is_keyword])}
+    return out
+
+
 def fa_sources(run, info, threshold: float | None) -> dict:
     """Where the false accepts at ``threshold`` happened: during which background source (real folder, read-aloud) or in a gap."""
-    from deploy.detector import fire_indices, smooth
     from deploy.error_clips import background_at
-    from deploy.evaluate import TOLERANCE_AFTER_S, match_all
+    from deploy.evaluate import TOLERANCE_AFTER_S
 
     if threshold is None:
         return {}
-    refractory = int(round(info.refractory_s / info.hop_s))
-    smoothed = smooth(run.scores, info.smoothing)
-    fired = {k: run.times[fire_indices(smoothed[:, j], float(threshold), refractory)].tolist() for j, k in enumerate(info.keywords)}
-    _, fa = match_all(fired, run.events)
+    _, fa = _hits_at(run, info, threshold)
     counts: dict[str, int] = {}
     examples = []
     for t in fa:
@@ -427,6 +440,45 @@ def fa_sources(run, info, threshold: float | None) -> dict:
         if len(examples) < 20:
             examples.append({"time_s": round(t, 2), "path": e.path if e else ""})
     return {"threshold": threshold, "by_source": counts, "examples": examples}
+
+
+def saved_test_run(rotation_dir: Path):
+    """The test stream a rotation recorded (``test_scores.npz``, ``test_events.json``) as a ``StreamRun``, for replaying."""
+    from deploy.evaluate import StreamRun
+    from deploy.streams import Event
+
+    saved = np.load(rotation_dir / "test_scores.npz")
+    events = [Event(**e) for e in json.loads((rotation_dir / "test_events.json").read_text())]
+    if "duration_s" in saved:
+        duration = float(saved["duration_s"])
+    else:  # scores saved before the duration was: the report beside the rotation folder has it
+        report = json.loads((rotation_dir.parent / "report.json").read_text())
+        duration = next(r["test"]["duration_s"] for r in report["rotations"] if f"rotation-{r['rotation']}" == rotation_dir.name)
+    return StreamRun(events, duration, saved["times"], saved["scores"], [], 0.0)
+
+
+def add_voice_bands(out: str | Path, wake_words: str | Path) -> dict:
+    """Add the pitch and spoken-length table (``voice_frr_at``) to a finished run's report, from its saved test scores.
+
+    For runs made before the table existed: no model runs again, only the
+    real keyword clips are measured. Rewrites the report files; returns the report.
+    """
+    from deploy.benchmark_report import write_bench_report
+    from deploy.modelfile import KwsModel
+    from deploy.voice_bands import traits
+
+    out = Path(out)
+    report = json.loads((out / "report.json").read_text())
+    keywords = load_real_clips(check_wake_words(wake_words)[KEYWORD], KEYWORD)
+    voice_traits = {c.row.path: traits(c.audio, SAMPLE_RATE) for c in keywords}
+    for r in report["rotations"]:
+        rotation_dir = out / f"rotation-{r['rotation']}"
+        info = KwsModel(rotation_dir / "model.onnx").info
+        op05 = next(p for p in r["test"]["operating_points"] if p["target_fa_per_hour"] == 0.5)["threshold"]
+        r["test"]["voices"] = voice_frr_at(saved_test_run(rotation_dir), info, voice_traits,
+                                           {"test_0.5_fa_per_hour": op05, "calibrated": r["calibration"]["threshold"]})
+    write_bench_report(report, out)
+    return report
 
 
 def finished_run(run_dir: Path, dataset: Path, train_config):
@@ -471,6 +523,7 @@ def run_rotation(rotation: str, wake_words: str, out_dir: str, cfg_dict: dict, d
     from deploy.evaluate import background_hours, det_curve, operating_points, stream_pass
     from deploy.export import export_model
     from deploy.modelfile import KwsModel
+    from deploy.voice_bands import traits
     from train.loop import train
 
     cfg = BenchConfig.from_dict(cfg_dict)
@@ -499,6 +552,7 @@ def run_rotation(rotation: str, wake_words: str, out_dir: str, cfg_dict: dict, d
     # The test stream: every real "computer" clip in test-side real speech plus held-out read-aloud speech.
     t = time.perf_counter()
     keywords = load_real_clips(real_files[KEYWORD], KEYWORD)
+    voice_traits = {c.row.path: traits(c.audio, SAMPLE_RATE) for c in keywords}
     background = [c for w in test_words for c in load_real_clips(real_files[w], w)]
     read = dataset_clips(Path(data["read_aloud"]))
     run = stream_pass(model, keywords + background + read, background_minutes=cfg.test_background_minutes, snr_db=cfg.snr_db,
@@ -534,7 +588,8 @@ def run_rotation(rotation: str, wake_words: str, out_dir: str, cfg_dict: dict, d
                  "n_background_clips": sum(not e.is_keyword for e in run.events), "snr_db": cfg.snr_db,
                  "realtime_factor": run.duration_s / run.seconds if run.seconds else None,
                  "operating_points": ops, "at_calibrated": at_chosen,
-                 "fa_sources_at_0.5": fa_sources(run, info, op05), "fa_sources_at_calibrated": fa_sources(run, info, chosen)},
+                 "fa_sources_at_0.5": fa_sources(run, info, op05), "fa_sources_at_calibrated": fa_sources(run, info, chosen),
+                 "voices": voice_frr_at(run, info, voice_traits, {"test_0.5_fa_per_hour": op05, "calibrated": chosen})},
         "det": curve,
         "accents": per_accent,
         "seconds": seconds,

@@ -80,6 +80,12 @@ def markdown(report: dict) -> str:
         src = r["test"].get("fa_sources_at_calibrated", {}).get("by_source")
         if src:
             lines += ["", f"False accepts at the calibrated threshold, by background source: {json.dumps(src)}"]
+        for name, v in (r["test"].get("voices") or {}).items():
+            lines += ["", f"Real \"{report['keyword']}\" clips by the speaker's pitch and the spoken length "
+                          f"(measured from the audio, `deploy/voice_bands.py`), FRR at the {name} threshold {_thr(v['threshold'])}:", ""]
+            lines += _table(["band", "keywords", "FRR (95% CI)"],
+                            [[f"{kind}: {band}", t["n"], f"{_pct(t['frr'])} ({_pct(t['frr_ci'][0])}-{_pct(t['frr_ci'][1])})"]
+                             for kind in ("pitch", "length") for band, t in v[kind].items()])
         for name, a in r["accents"].items():
             lines += ["", f"Per-accent FRR of held-out synthetic voices at the {name} threshold {_thr(a['threshold'])} "
                           f"(overall {_pct(a['frr'])}, worst/best {_ratio(a['worst_over_best'])}):", ""]
@@ -143,13 +149,45 @@ def plot_accents(report: dict, path: Path) -> Path:
     return path
 
 
+def plot_voices(report: dict, path: Path) -> Path:
+    """FRR of the real keyword clips by pitch band and by spoken length, at the 0.5 FA/h threshold, one bar per rotation."""
+    from deploy.report import _pyplot, save_figure
+
+    plt = _pyplot()
+    rots = [r for r in report["rotations"] if (r["test"].get("voices") or {}).get("test_0.5_fa_per_hour")]
+    fig, axes = plt.subplots(1, 2, figsize=(9, 3.8), sharey=True)
+    width = 0.8 / max(1, len(rots))
+    for ax, kind, title in zip(axes, ("pitch", "length"), ("speaker's median pitch", "spoken length of the clip")):
+        bands = list(dict.fromkeys(b for r in rots for b in r["test"]["voices"]["test_0.5_fa_per_hour"][kind]))
+        for i, r in enumerate(rots):
+            table = r["test"]["voices"]["test_0.5_fa_per_hour"][kind]
+            y = np.array([100 * table[b]["frr"] if b in table else np.nan for b in bands])
+            lo = np.array([100 * table[b]["frr_ci"][0] if b in table else np.nan for b in bands])
+            hi = np.array([100 * table[b]["frr_ci"][1] if b in table else np.nan for b in bands])
+            ax.bar(np.arange(len(bands)) + i * width, y, width, yerr=[y - lo, hi - y], capsize=2, label=f"rotation {r['rotation']}")
+        ax.set_xticks(np.arange(len(bands)) + width * (len(rots) - 1) / 2)
+        ax.set_xticklabels([f"{b}\n({', '.join(str(r['test']['voices']['test_0.5_fa_per_hour'][kind].get(b, {}).get('n', 0)) for r in rots)})"
+                            for b in bands], fontsize=7)
+        ax.set_title(f"by {title}", fontsize=9)
+        ax.grid(True, axis="y", alpha=0.3)
+    axes[0].set_ylabel("FRR at 0.5 FA/h (%, 95% CI)")
+    axes[0].legend(fontsize=8)
+    fig.suptitle(f"{report['config']['name']}: which real \"{report['keyword']}\" speakers are missed (clips per band in brackets)", fontsize=9)
+    save_figure(fig, path)
+    return path
+
+
 def write_bench_report(report: dict, out_dir: str | Path) -> dict[str, Path]:
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     files = {"json": out_dir / "report.json", "markdown": out_dir / "report.md", "det": out_dir / "det.png", "accents": out_dir / "accent_frr.png"}
+    if any(r["test"].get("voices") for r in report["rotations"]):  # reports from before the voice bands have none
+        files["voices"] = out_dir / "voice_frr.png"
     report["files"] = {k: str(v) for k, v in files.items()}
     files["json"].write_text(json.dumps(report, indent=1, default=str))
     files["markdown"].write_text(markdown(report))
     plot_det(report, files["det"])
     plot_accents(report, files["accents"])
+    if "voices" in files:
+        plot_voices(report, files["voices"])
     return files

@@ -357,6 +357,21 @@ def breakdown(clip_results: list[dict], events: list[Event], hits: list[int], fa
     return per_accent, per_speaker
 
 
+def voice_breakdown(clips: list[EvalClip], events: list[Event], hits: list[int], sample_rate: int) -> dict:
+    """FRR by the speaker's pitch and the keyword's spoken length (``deploy.voice_bands``), and each keyword's traits.
+
+    Accent labels say where a speaker is from; these say what their voice
+    is like, which a session's labels do not (``deploy.advice`` asks for more
+    of the voices that are missed).
+    """
+    from deploy.voice_bands import traits, voice_frr
+
+    measured = {c.row.path: traits(c.audio, sample_rate) for c in clips if c.truth}
+    keywords = [{"path": e.path, "speaker": e.speaker, **measured[e.path], "missed": h == 0}
+                for e, h in zip(events, hits) if e.is_keyword]
+    return {**voice_frr([(k, k["missed"]) for k in keywords]), "keywords": keywords}
+
+
 # ----------------------------------------------------------------------------- the whole evaluation
 
 
@@ -419,6 +434,7 @@ def evaluate(
     attributed = _attribute(fa_times, run.events)
     curve = det_curve(run, info, refractory_hops, info.smoothing)
     per_accent, per_speaker = breakdown(clip_results, run.events, hits, attributed)
+    voices = voice_breakdown(clips, run.events, hits, info.feature_config.sample_rate)
     errors = cut_errors(run, info, clips, clip_results, hits, snr_db=snr_db, top=top, context_s=context_s,
                         tolerance_after_s=TOLERANCE_AFTER_S, out_dir=out_dir)
     run.audio = None  # minutes of audio; nothing after this needs it
@@ -453,6 +469,7 @@ def evaluate(
         "operating_points": operating_points(curve),
         "per_accent": per_accent,
         "per_speaker": per_speaker,
+        "per_voice": voices,
         "noise_clips": {"n": len(noise_results), "false_fires": noise_fires, "far_ci": _ci(noise_fires, len(noise_results))},
         "clip_results": clip_results,
         "timing": {"clip_pass_s": clip_seconds, "stream_pass_s": run.seconds},

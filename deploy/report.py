@@ -122,6 +122,7 @@ def markdown(report: dict) -> str:
         lines += [f"Highest FRR: **{a}** ({_pct(r['frr'])} of {r['n_keyword']} keywords); with "
                   f"{r['n_speakers']} speaker(s), the interval says how much that can be trusted.", ""]
     lines += _collection_section(report)
+    lines += _voice_section(report)
     speakers = report.get("per_speaker", {})
     if speakers:
         lines += ["## Per speaker", ""]
@@ -154,6 +155,19 @@ def markdown(report: dict) -> str:
         lines += [f"- {a['text']}" for a in report["advice"]] or ["- Nothing stands out: no accent, background or condition is worse than the others beyond chance, and every interval is within the target."]
         lines.append("")
     return "\n".join(lines)
+
+
+def _voice_section(report: dict) -> list[str]:
+    """FRR by the speaker's pitch and the keyword's spoken length, measured from the audio (``deploy.voice_bands``)."""
+    v = report.get("per_voice")
+    if not v or not v.get("keywords"):
+        return []
+    lines = ["## Per voice", "", "FRR of the stream's keywords by the speaker's median pitch and by the spoken length of the "
+             "clip, both measured from the audio (labels cannot say what a voice is like).", ""]
+    lines += _table(["band", "keywords", "FRR (95% CI)"],
+                    [[f"{kind}: {band}", t["n"], _pct_ci(t["frr"], t["frr_ci"], t["n"])]
+                     for kind in ("pitch", "length") for band, t in v[kind].items()])
+    return lines + [""]
 
 
 def _collection_section(report: dict) -> list[str]:

@@ -81,6 +81,18 @@ def test_counts_match_the_manifest(evaluated, keyword_model, tiny_dataset):
     assert sum(r["misses"] for r in report["per_speaker"].values()) == report["stream"]["misses"]
 
 
+def test_per_voice_bands_cover_every_keyword(evaluated):
+    """Every keyword of the stream is in one pitch band and one length band, with the stream's misses."""
+    report, out = evaluated
+    v, s = report["per_voice"], report["stream"]
+    assert len(v["keywords"]) == s["n_keywords"] and sum(k["missed"] for k in v["keywords"]) == s["misses"]
+    for kind in ("pitch", "length"):
+        assert sum(t["n"] for t in v[kind].values()) == s["n_keywords"]
+        assert sum(t["misses"] for t in v[kind].values()) == s["misses"]
+    assert len(v["pitch"]) >= 2  # the tiny dataset's male and female espeak-ng variants
+    assert "## Per voice" in (out / "report.md").read_text()
+
+
 def test_values_in_range(evaluated):
     report, _ = evaluated
     c, s = report["clips"], report["stream"]

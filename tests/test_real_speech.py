@@ -124,3 +124,35 @@ def test_piper_recipe_changes_only_the_piper_cache(tmp_path, monkeypatch):
     for name in ("gender", "warp"):  # each combined folder links its own recipe's session
         link = (folders[name][0] / collect.synth.SESSIONS["piper"]).resolve().parent.name
         assert piper[link] == name
+
+
+def test_voice_bands_of_a_saved_test_stream(tmp_path, keyword_model):
+    """The benchmark's FRR by pitch band, replayed from saved scores: the one keyword the scores fire on is the one hit."""
+    from deploy.benchmark_real import saved_test_run, voice_frr_at
+    from deploy.modelfile import KwsModel
+    from deploy.streams import Event
+    from deploy.voice_bands import pitch_band, traits
+
+    info = KwsModel(keyword_model).info
+    files = check_wake_words(_fake_folder(tmp_path / "ww"))
+    clips = load_real_clips(files[KEYWORD], KEYWORD)  # tones at 200, 250 and 300 Hz
+    events = [Event(1.0 + 4 * i, 1.5 + 4 * i, KEYWORD, path=c.row.path) for i, c in enumerate(clips)]
+    times = np.arange(0, 14, info.hop_s)
+    scores = np.where((times > 5.2) & (times < 5.8), 0.99, 0.01)[:, None].astype(np.float32)  # only the second keyword
+    rot = tmp_path / "rotation-A"
+    rot.mkdir()
+    np.savez_compressed(rot / "test_scores.npz", times=times, scores=scores, duration_s=14.0)
+    (rot / "test_events.json").write_text(json.dumps([e.to_dict() for e in events]))
+    run = saved_test_run(rot)
+    assert run.duration_s == 14.0 and [e.path for e in run.events] == [c.row.path for c in clips]
+    measured = {c.row.path: traits(c.audio, 16000) for c in clips}
+    voices = voice_frr_at(run, info, measured, {"at 0.5": 0.5, "unset": None})
+    assert set(voices) == {"at 0.5"}
+    bands = [pitch_band(measured[c.row.path]["pitch_hz"]) for c in clips]
+    assert sorted(bands) == ["165-220 Hz", "220 Hz and over", "220 Hz and over"]
+    expected: dict = {}
+    for i, band in enumerate(bands):
+        n, misses = expected.get(band, (0, 0))
+        expected[band] = (n + 1, misses + (i != 1))
+    assert {b: (t["n"], t["misses"]) for b, t in voices["at 0.5"]["pitch"].items()} == expected
+    assert sum(t["n"] for t in voices["at 0.5"]["length"].values()) == 3

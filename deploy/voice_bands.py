@@ -1,0 +1,110 @@
+"""Misses by the kind of voice: each keyword clip's pitch and spoken length, measured from its audio.
+
+Why: accent labels are what a recording session writes down, but they are
+not all that makes a model miss. On the real-speech benchmark (real
+"computer" clips with no labels at all) the rotation-A model of
+``configs/bench-real-piper-roommic-mined.json``, trained mostly on Piper's
+one male voice, missed 57 % of the clips spoken at 220 Hz and over and 9 %
+of those under 120 Hz at 0.5 false accepts per hour; the voices, not the
+accents, were missing from the training data. These bands make that
+visible in ``kws eval`` and in the benchmark, and ``deploy.advice`` turns a
+significant gap into "record more speakers with higher voices".
+
+Pitch is librosa's YIN over the clip's loud frames (within ``LOUD_DB`` of
+the loudest), their median. YIN has no voicing decision (pYIN does, at ten
+times the cost), so loud unvoiced frames take part too: the figure is a
+description for grouping, not a pitch tracker's verdict. The spoken length
+is the non-silent span (``train.dataset.active_span``); noise around the
+word lengthens it, so "drawn-out" means slow speech or sound around it.
+"""
+
+from __future__ import annotations
+
+from typing import Iterable
+
+import numpy as np
+
+from deploy.stats import wilson_interval
+
+PITCH_BANDS_HZ = (120.0, 165.0, 220.0)  # edges: under 120 Hz mostly men's voices, above 165 Hz mostly women's and children's
+HIGH_PITCH_HZ = 165.0  # the advice's split between lower and higher voices
+LENGTH_BANDS_S = (0.6, 0.8, 1.0)  # edges of the spoken length of the keyword clip
+LONG_S = 0.8  # the advice's split between ordinary and drawn-out keywords
+LOUD_DB = -20.0
+FMIN_HZ, FMAX_HZ = 60.0, 400.0
+
+
+def median_pitch_hz(audio: np.ndarray, sample_rate: int) -> float:
+    """Median YIN pitch over the loud frames of ``audio`` (NaN for silence)."""
+    import librosa
+
+    if len(audio) < 1024 or not np.any(audio):
+        return float("nan")
+    hop = sample_rate // 100
+    f0 = librosa.yin(audio.astype(np.float32), fmin=FMIN_HZ, fmax=FMAX_HZ, sr=sample_rate, frame_length=1024, hop_length=hop)
+    rms = librosa.feature.rms(y=audio, frame_length=1024, hop_length=hop)[0]
+    n = min(len(f0), len(rms))
+    loud = rms[:n] >= rms[:n].max() * 10 ** (LOUD_DB / 20)
+    return float(np.median(f0[:n][loud]))
+
+
+def spoken_seconds(audio: np.ndarray, sample_rate: int) -> float:
+    """Length of the non-silent span of ``audio``."""
+    from train.dataset import active_span
+
+    start, end = active_span(audio, sample_rate)
+    return (end - start) / sample_rate
+
+
+def traits(audio: np.ndarray, sample_rate: int) -> dict:
+    """``{"pitch_hz", "spoken_s"}`` of one keyword clip."""
+    return {"pitch_hz": round(median_pitch_hz(audio, sample_rate), 1), "spoken_s": round(spoken_seconds(audio, sample_rate), 3)}
+
+
+def _band(x: float, edges: tuple[float, ...], unit: str, fmt: str) -> str:
+    if np.isnan(x):
+        return "unknown"
+    for lo, hi in zip((None, *edges), (*edges, None)):
+        if hi is None or x < hi:
+            if lo is None:
+                return f"under {hi:{fmt}} {unit}"
+            return f"{lo:{fmt}}-{hi:{fmt}} {unit}" if hi is not None else f"{lo:{fmt}} {unit} and over"
+    raise AssertionError("unreachable")
+
+
+def pitch_band(pitch_hz: float) -> str:
+    return _band(pitch_hz, PITCH_BANDS_HZ, "Hz", ".0f")
+
+
+def length_band(spoken_s: float) -> str:
+    return _band(spoken_s, LENGTH_BANDS_S, "s", ".1f")
+
+
+def frr_table(items: Iterable[tuple[str, bool]]) -> dict:
+    """``{group: {"n", "misses", "frr", "frr_ci"}}`` from ``(group, missed)`` pairs, groups in first-seen order sorted."""
+    counts: dict[str, list[int]] = {}
+    for group, missed in items:
+        c = counts.setdefault(group, [0, 0])
+        c[0] += 1
+        c[1] += bool(missed)
+    return {g: {"n": n, "misses": m, "frr": m / n, "frr_ci": [round(x, 4) for x in wilson_interval(m, n)]}
+            for g, (n, m) in sorted(counts.items(), key=lambda kv: _order(kv[0]))}
+
+
+def _order(group: str) -> tuple:
+    """Bands sort by their lower edge ("under ..." first, "unknown" last); other names alphabetically."""
+    if group == "unknown":
+        return (2, 0.0, group)
+    if group.startswith("under "):
+        return (0, -1.0, group)
+    head = group.split("-")[0].split(" ")[0]
+    try:
+        return (0, float(head), group)
+    except ValueError:
+        return (1, 0.0, group)
+
+
+def voice_frr(keywords: list[tuple[dict, bool]]) -> dict:
+    """FRR by pitch band and by spoken-length band from ``(traits, missed)`` per keyword clip."""
+    return {"pitch": frr_table((pitch_band(t["pitch_hz"]), m) for t, m in keywords),
+            "length": frr_table((length_band(t["spoken_s"]), m) for t, m in keywords)}
