@@ -39,6 +39,18 @@ Then on the window (:meth:`Augmenter.__call__`):
    step is done here on the in-memory clips, with audiomentations' own RMS/SNR
    helpers so the SNR means the same as in step 3.
 
+And in the features (``train.dataset.WindowMaker.training_epoch``):
+
+8. vocal tract length perturbation (Jaitly & Hinton 2013): the window's
+   MFCC are computed with a mel filterbank read at ``warp`` times each
+   frequency, ``warp`` in ``[1 - max_warp, 1 + max_warp]``; formants and
+   pitch move together as if the speaker were smaller or larger, the tempo
+   stays. Synthetic voices come from few vocal tracts, and real speakers
+   missed most are those whose voices the synthetic ones do not cover
+   (``deploy.voice_bands``). Done on the filterbank, not the audio, it costs
+   nothing per window (resampling each window would cost more than the rest
+   of the augmentation together).
+
 SNRs are relative to the RMS of the whole window the model sees, not of the
 word alone. The result is clipped to [-1, 1], like audio from a sound card.
 
@@ -63,6 +75,7 @@ from features.audio import SAMPLE_RATE
 from features.config import check_keys
 from features.errors import ConfigError
 
+WARP_STEPS = 9  # warp factors used: this many evenly spaced in [1 - max_warp, 1 + max_warp] (one filterbank each)
 BROWN_DB_PER_OCTAVE = -6.02  # spectral slope of brown (1/f^2) noise
 WHITE_DB_PER_OCTAVE = 0.0
 
@@ -94,6 +107,8 @@ class AugmentConfig:
     max_rt60_s: float = 0.8
     p_mic: float = 0.0  # chance of microphone colouration (band limits and two peaking filters)
     max_mic_eq_db: float = 6.0  # each peaking filter's gain drawn in [-max, +max] dB
+    p_warp: float = 0.0  # chance of vocal tract length perturbation (a warped mel filterbank, features.mfcc.mel_filterbank)
+    max_warp: float = 0.1  # warp factor drawn in [1 - max, 1 + max], in WARP_STEPS steps
 
     def __post_init__(self) -> None:
         for f in dataclasses.fields(self):
@@ -112,6 +127,8 @@ class AugmentConfig:
             raise ConfigError("augment.p_room > 0 needs augment.n_rooms > 0 (how many rooms to simulate)")
         if not 0.05 <= self.min_rt60_s <= self.max_rt60_s <= 2.0:
             raise ConfigError(f"augment reverberation times need 0.05 <= min_rt60_s <= max_rt60_s <= 2 s, got {self.min_rt60_s}..{self.max_rt60_s}")
+        if not 0.0 <= self.max_warp <= 0.3:
+            raise ConfigError(f"augment.max_warp must be in [0, 0.3] (a warp factor of 0.7-1.3 at most), got {self.max_warp}")
         if self.max_floor_db > 0:
             raise ConfigError(f"augment.max_floor_db must be at most 0 dB re full scale, got {self.max_floor_db}")
         for lo, hi in (("min_gain_db", "max_gain_db"), ("min_snr_db", "max_snr_db"), ("min_floor_db", "max_floor_db"),
@@ -130,7 +147,8 @@ class AugmentConfig:
     @classmethod
     def off(cls) -> "AugmentConfig":
         """No augmentation at all (every probability 0)."""
-        return cls(p_speed=0.0, p_shift=0.0, p_gain=0.0, p_color_noise=0.0, p_floor=0.0, p_background=0.0, p_room=0.0, p_mic=0.0)
+        return cls(p_speed=0.0, p_shift=0.0, p_gain=0.0, p_color_noise=0.0, p_floor=0.0, p_background=0.0, p_room=0.0, p_mic=0.0,
+                   p_warp=0.0)
 
 
 @contextlib.contextmanager

@@ -45,9 +45,16 @@ def mel_to_hz(mel: np.ndarray) -> np.ndarray:
     return np.where(mel >= min_log_mel, min_log_hz * np.exp(logstep * (mel - min_log_mel)), f_sp * mel)
 
 
-def mel_filterbank(cfg: FeatureConfig) -> np.ndarray:
-    """Triangular Slaney-normalised mel filters, shape ``(n_mels, n_fft // 2 + 1)``."""
-    fft_freqs = np.fft.rfftfreq(cfg.n_fft, 1.0 / cfg.sample_rate)
+def mel_filterbank(cfg: FeatureConfig, warp: float = 1.0) -> np.ndarray:
+    """Triangular Slaney-normalised mel filters, shape ``(n_mels, n_fft // 2 + 1)``.
+
+    ``warp`` != 1 is vocal tract length perturbation (training only,
+    ``features.augment.AugmentConfig.p_warp``): each filter reads the
+    spectrum as if every frequency were ``warp`` times higher, so formants
+    and pitch land in the bands a speaker with a ``warp`` times shorter vocal
+    tract would put them in.
+    """
+    fft_freqs = np.fft.rfftfreq(cfg.n_fft, 1.0 / cfg.sample_rate) * warp
     mel_f = mel_to_hz(np.linspace(hz_to_mel(cfg.fmin), hz_to_mel(cfg.fmax), cfg.n_mels + 2))
     fdiff = np.diff(mel_f)
     ramps = mel_f[:, None] - fft_freqs[None, :]
@@ -88,10 +95,10 @@ class Mfcc:
     (97, 20)
     """
 
-    def __init__(self, cfg: FeatureConfig):
+    def __init__(self, cfg: FeatureConfig, warp: float = 1.0):
         self.cfg = cfg
         self.window = analysis_window(cfg).astype(np.float32)
-        self.mel = mel_filterbank(cfg).T.astype(np.float32)  # (n_bins, n_mels)
+        self.mel = mel_filterbank(cfg, warp).T.astype(np.float32)  # (n_bins, n_mels); warp: see mel_filterbank
         self.dct = dct_matrix(cfg.n_mfcc, cfg.n_mels).T.astype(np.float32)  # (n_mels, n_mfcc)
         self.dct_db = (10.0 * self.dct).astype(np.float32)  # 10 * log10 folded into the DCT (it is linear)
         self.log_amin = np.float32(cfg.amin)

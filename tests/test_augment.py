@@ -213,3 +213,44 @@ def test_room_settings_are_checked():
         AugmentConfig(min_rt60_s=1.0, max_rt60_s=0.5)
     with pytest.raises(ConfigError, match="n_rooms"):
         AugmentConfig(n_rooms=2.5)
+
+
+def _harmonic(f0: float, seconds: float = 1.0) -> np.ndarray:
+    t = np.arange(int(seconds * SR)) / SR
+    return (0.1 * sum(np.sin(2 * np.pi * f0 * h * t) / h for h in range(1, 20) if f0 * h < 7000)).astype(np.float32)
+
+
+def test_vocal_tract_warp_reads_the_spectrum_higher():
+    """MFCC of a 150 Hz voice through a filterbank warped by 1.1 match a 165 Hz voice, not the 150 Hz one."""
+    from features.config import FeatureConfig
+    from features.mfcc import Mfcc
+
+    cfg = FeatureConfig()
+    warped, higher, plain = Mfcc(cfg, warp=1.1)(_harmonic(150)), Mfcc(cfg)(_harmonic(165)), Mfcc(cfg)(_harmonic(150))
+    assert np.abs(warped - higher).mean() < 0.1 * np.abs(plain - higher).mean()
+    with pytest.raises(ConfigError, match="augment.max_warp"):
+        AugmentConfig(max_warp=0.5)
+
+
+def test_warped_epochs_differ_only_in_the_features_and_are_seeded():
+    """p_warp changes the MFCC of the warped windows, leaves the unwarped ones and the labels alone, and repeats by seed."""
+    from collect.manifest import ClipRow
+    from features.config import FeatureConfig
+    from train.dataset import Clip, WindowMaker
+
+    row = ClipRow(path="a.wav", label="computer", text="", speaker="s", accent="en-US", source="", session="", device="",
+                  sample_rate=SR, duration_s=1.0, sha256="", created="")
+    clips = [Clip(row, speechlike(SR, seed=i), i % 2, (4000, 12000)) for i in range(12)]
+    base = with_(p_shift=1.0, p_gain=1.0)
+    plain = WindowMaker(FeatureConfig(), 1.0, base, seed=3, progress=False).training_epoch(clips, 0)
+    maker = WindowMaker(FeatureConfig(), 1.0, with_(**{**base.to_dict(), "p_warp": 0.5, "max_warp": 0.15}), seed=3, progress=False)
+    warped = maker.training_epoch(clips, 0)
+    assert torch_equal(warped[1], plain[1])
+    same = [bool(np.allclose(a, b)) for a, b in zip(warped[0].numpy(), plain[0].numpy())]
+    assert 0 < sum(same) < len(clips)  # the windows drawn unwarped are exactly as without warping
+    assert torch_equal(maker.training_epoch(clips, 0)[0], warped[0])
+    assert maker.warps.min() == pytest.approx(0.85) and maker.warps.max() == pytest.approx(1.15)
+
+
+def torch_equal(a, b) -> bool:
+    return bool((a == b).all())

@@ -39,7 +39,7 @@ import torch
 
 from collect.manifest import NEGATIVE, NOISE, ClipRow
 from features.audio import center_in_window, load_audio
-from features.augment import AugmentConfig, Augmenter
+from features.augment import WARP_STEPS, AugmentConfig, Augmenter
 from features.config import FeatureConfig
 from features.errors import AudioError, ManifestError
 from features.mfcc import Mfcc
@@ -155,12 +155,21 @@ class WindowMaker:
                                            sample_rate=cfg.sample_rate, progress=progress)
         self.margin = min(int(augment.max_shift_s * cfg.sample_rate), self.window_samples // 4) if augment.p_shift > 0 else 0
         self.mfcc = Mfcc(cfg)
+        self.warps = np.linspace(1 - augment.max_warp, 1 + augment.max_warp, WARP_STEPS) if augment.p_warp > 0 else np.ones(1)
+        self.warped = {float(w): Mfcc(cfg, warp=float(w)) for w in self.warps if w != 1.0}
 
-    def features(self, windows: np.ndarray) -> torch.Tensor:
-        """``(n, window_samples)`` audio to a ``(n, window_frames, n_mfcc)`` float32 tensor."""
+    def features(self, windows: np.ndarray, warps: np.ndarray | None = None) -> torch.Tensor:
+        """``(n, window_samples)`` audio to a ``(n, window_frames, n_mfcc)`` float32 tensor.
+
+        ``warps``: one vocal-tract warp factor per window (one of ``self.warps``; 1 = none).
+        """
         out = np.empty((len(windows), self.window_frames, self.cfg.n_mfcc), np.float32)
-        for i in range(0, len(windows), MFCC_CHUNK):
-            out[i : i + MFCC_CHUNK] = self.mfcc(windows[i : i + MFCC_CHUNK])
+        warps = np.ones(len(windows)) if warps is None else warps
+        for w in np.unique(warps):
+            mfcc = self.mfcc if w == 1.0 else self.warped[float(w)]
+            idx = np.flatnonzero(warps == w)
+            for i in range(0, len(idx), MFCC_CHUNK):
+                out[idx[i : i + MFCC_CHUNK]] = mfcc(windows[idx[i : i + MFCC_CHUNK]])
         return torch.from_numpy(out)
 
     def training_epoch(self, clips: Sequence[Clip], epoch: int, n_windows: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
@@ -178,7 +187,11 @@ class WindowMaker:
                               rooms=self.rooms)
         windows = np.stack([augmenter(training_window(self._perturbed(c, augmenter), self.window_samples, self.margin, rng))
                             for c in picked])
-        return self.features(windows), labels_tensor(picked)
+        warps = None
+        if self.augment.p_warp > 0:  # drawn after the windows, so runs without warping draw exactly what they did before
+            warped = rng.random(len(picked)) < self.augment.p_warp
+            warps = np.where(warped, self.warps[rng.integers(len(self.warps), size=len(picked))], 1.0)
+        return self.features(windows, warps), labels_tensor(picked)
 
     def _perturbed(self, clip: Clip, augmenter: Augmenter) -> Clip:
         """The clip after the augmenter's speed change, with its spoken part found again."""
