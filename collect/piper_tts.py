@@ -16,15 +16,16 @@ speaker; three things turn it into many:
   faster: the duration is unchanged while pitch and formants move together
   by ``warp`` (0.85 deeper, 1.35 towards a higher, shorter vocal tract),
   which is how speaker size changes a voice;
-- female voices (``voices="gender"``, the default): a warp cannot make one.
-  Joe speaks at about 100 Hz; a warp of 1.4 gives 140 Hz, still a man's
-  pitch, while real women speak at 170-260 Hz with formants only 10-25 %
-  higher. Praat's "Change gender" (``praat-parselmouth``) moves the two
-  apart: half the speakers get a female pitch median and formant ratio.
-  The real-speech benchmark found the model missing 46 % of real speakers
-  above 180 Hz against 19 % of those below 140 Hz before this.
-  ``voices="warp"`` is the earlier recipe (every speaker warped), kept so
-  earlier benchmark configs reproduce;
+- female voices (``voices="gender"``, not the default): a warp cannot make
+  one. Joe speaks at about 100 Hz; a warp of 1.4 gives 140 Hz, still a
+  man's pitch, while real women speak at 170-260 Hz with formants only
+  10-25 % higher. Praat's "Change gender" (``praat-parselmouth``) moves the
+  two apart: half the speakers get a female pitch median and formant ratio,
+  and all speak more slowly at times. It did not pay on the real-speech
+  benchmark (``configs/bench-real-voices-mined.json``: FRR at 0.5 FA/h
+  60.3 % / 47.4 % in rotations A / B against 27.7 % / 56.0 % with the warp
+  recipe, and real speakers above 220 Hz were missed no less), so the
+  default stays ``voices="warp"``, every speaker warped;
 - delivery: VITS's noise scales vary intonation and phoneme durations per
   take; each speaker has its own speaking rate (length scale) too.
 
@@ -92,10 +93,10 @@ def available() -> bool:
     return True
 
 
-VOICES = ("gender", "warp")  # speaker recipes, see the module docstring
+VOICES = ("warp", "gender")  # speaker recipes, see the module docstring; the first is the default
 
 
-def make_speakers(accents: dict[str, str], n_per_accent: int, seed: int, voices: str = "gender") -> list[PiperSpeaker]:
+def make_speakers(accents: dict[str, str], n_per_accent: int, seed: int, voices: str = "warp") -> list[PiperSpeaker]:
     """``n_per_accent`` speakers per accent (tag -> espeak-ng voice).
 
     ``voices="warp"``: alternating deeper and higher warps. ``"gender"``:

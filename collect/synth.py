@@ -160,7 +160,7 @@ def take(text: str, voice, rng: np.random.Generator) -> np.ndarray:
     return audio * (10 ** (rng.uniform(-22, -2) / 20) / peak)
 
 
-def engine_voices(engine: str, accents: list[str], n_per_accent: int, seed: int, piper_voices: str = "gender") -> list:
+def engine_voices(engine: str, accents: list[str], n_per_accent: int, seed: int, piper_voices: str = "warp") -> list:
     """The synthetic speakers of one engine (``piper_voices``: the Piper speaker recipe, ``collect.piper_tts.VOICES``)."""
     for accent in accents:
         if accent not in ACCENTS:
@@ -209,7 +209,7 @@ def synthesize_dataset(
     n_noise: int | None = None,
     seed: int = 0,
     engine: str = "espeak",
-    piper_voices: str = "gender",
+    piper_voices: str = "warp",
     overwrite: bool = False,
     progress: bool = True,
 ) -> Path:

@@ -249,12 +249,12 @@ def _engine_params(engine: str, params: dict) -> dict:
     """The synthesis arguments of one engine's session: ``piper_voices`` goes to Piper only."""
     own = {k: v for k, v in params.items() if k != "piper_voices"}
     if engine == "piper":
-        own["piper_voices"] = params.get("piper_voices", "gender")
+        own["piper_voices"] = params.get("piper_voices", "warp")
     return own
 
 
 def _key(params: dict) -> dict:
-    """Synthesis arguments as a cache key: Piper's earlier recipe ("warp") is left out, so sessions
+    """Synthesis arguments as a cache key: Piper's default recipe ("warp") is left out, so sessions
     cached before ``piper_voices`` existed still match."""
     return {k: v for k, v in params.items() if not (k == "piper_voices" and v == "warp")}
 
@@ -269,7 +269,7 @@ def heldout_keywords(cache: Path, cfg: BenchConfig, progress: bool) -> Path:
     """Keyword takes of held-out voice configurations, for the per-accent FRR (no negatives)."""
     params = {"phrase": KEYWORD, "n_voices_per_accent": cfg.heldout_voices_per_accent, "takes_per_voice": cfg.heldout_takes,
               "n_confusables": 0, "n_sentences": 0, "n_noise": 0, "seed": cfg.seed + HELDOUT_SEED_OFFSET,
-              "piper_voices": cfg.synth.get("piper_voices", "gender")}
+              "piper_voices": cfg.synth.get("piper_voices", "warp")}
     return _synth_sessions(cache, "heldout", cfg.engines, params, progress)
 
 

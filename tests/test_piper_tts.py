@@ -90,6 +90,6 @@ def test_gender_recipe_makes_female_speakers():
 
 
 def test_unknown_piper_recipe_is_refused_before_writing(tmp_path):
-    with pytest.raises(ConfigError, match="unknown piper voice recipe 'robot'; known: gender, warp"):
+    with pytest.raises(ConfigError, match="unknown piper voice recipe 'robot'; known: warp, gender"):
         synthesize_dataset(tmp_path, "computer", accents=["en-US"], engine="piper", piper_voices="robot", progress=False)
     assert not any(tmp_path.iterdir())

