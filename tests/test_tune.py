@@ -198,3 +198,25 @@ def test_cli_bad_space_is_one_line_without_traceback(tiny_dataset, tmp_path):
     bad.write_text(json.dumps({"base": str(TINY), "params": {"learning_rate": [0.1]}}))
     assert_clean_error(run("tune", tiny_dataset, "--space", bad, "--out", tmp_path / "o"),
                        "space.json", "unknown key 'learning_rate'", "known:")
+
+
+def test_a_fold_with_an_undefined_metric_is_left_out_not_nan():
+    """A fold whose recall is NaN (no keyword among its validation clips) does not poison the mean or results.json."""
+    import math
+
+    from train.tune import _summarise, rank, results_markdown
+
+    config = TrainConfig()
+    fold = lambda k, recall, loss: {"fold": k, "recall_at_far": recall, "loss": loss, "accuracy": 0.9, "f1": 0.8, "epochs_run": 3}
+    partly = _summarise(1, {"lr": 0.01}, config, "k1", [fold(1, 0.5, 0.3), fold(2, math.nan, 0.2), fold(3, 0.7, 0.3)],
+                        "recall_at_far", 10.0)
+    never = _summarise(2, {"lr": 0.02}, config, "k2", [fold(1, math.nan, 0.1), fold(2, math.nan, 0.1)], "recall_at_far", 10.0)
+    assert partly["per_fold"] == [0.5, None, 0.7] and partly["mean"] == pytest.approx(0.6) and partly["std"] > 0
+    assert never["mean"] is None and never["std"] is None
+    assert [t["trial"] for t in rank([never, partly], "recall_at_far")] == [1, 2]  # undefined last, despite its lower loss
+    json.dumps([partly, never], allow_nan=False)  # strict JSON: no NaN anywhere
+    results = {"metric": "recall_at_far", "n_folds": 3, "splits": {"folds": [["a"], ["b"], ["c"]], "test": ["d"]},
+               "dataset": "ds", "data_digest": "0" * 64, "mode": "grid", "seed": 0, "space": {"source": "s.json"},
+               "higher_is_better": True}
+    md = results_markdown(results, rank([never, partly], "recall_at_far"), ["lr"])
+    assert "0.500 / n/a / 0.700" in md and "n/a ± n/a" in md

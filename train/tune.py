@@ -356,7 +356,7 @@ def tune(dataset_dir: str | Path, space: SearchSpace, out_dir: str | Path, mode:
                 bar.update(1)
             done.append(_summarise(number, params, config, key, folds, metric, time.perf_counter() - started))
             ranked = rank(done, metric)
-            bar.set_postfix(best=f"trial {ranked[0]['trial']} {metric} {ranked[0]['mean']:.3f}")
+            bar.set_postfix(best=f"trial {ranked[0]['trial']} {metric} {_num(ranked[0]['mean'])}")
             write_json(out_dir / "results.json", {**header, "created": now_iso(), "complete": False, "trials": done})
     finally:
         bar.close()
@@ -375,10 +375,15 @@ def tune(dataset_dir: str | Path, space: SearchSpace, out_dir: str | Path, mode:
 
 
 def _summarise(number, params, config, key, folds, metric, seconds) -> dict:
+    """One trial's row. A fold whose metric is undefined (NaN: e.g. no keyword among its validation clips) is
+    recorded as None and left out of the mean, so results.json stays valid JSON; no defined fold gives a None mean."""
+    folds = [{k: None if isinstance(v, float) and not math.isfinite(v) else v for k, v in f.items()} for f in folds]
     values = [f[metric] for f in folds]
+    defined = [v for v in values if v is not None]
+    std = _round(np.std(defined, ddof=1)) if len(defined) > 1 else (0.0 if defined else None)
     return {
         "trial": number, "params": params, "key": key, "config": config.to_dict(), "folds": folds,
-        "metric": metric, "per_fold": values, "mean": _round(np.mean(values)), "std": _round(np.std(values, ddof=1)) if len(values) > 1 else 0.0,
+        "metric": metric, "per_fold": values, "mean": _round(np.mean(defined)) if defined else None, "std": std,
         "val_loss_mean": _round(np.mean([f["loss"] for f in folds])),
         "epochs": _round(np.mean([f["epochs_run"] for f in folds])), "seconds": round(seconds, 1),
     }
@@ -389,9 +394,9 @@ def _round(x) -> float:
 
 
 def rank(trials: list[dict], metric: str) -> list[dict]:
-    """Best first: by mean metric over folds (NaN last), then by lower mean validation loss."""
+    """Best first: by mean metric over folds (undefined last), then by lower mean validation loss."""
     sign = -1.0 if METRICS[metric] else 1.0
-    return sorted(trials, key=lambda t: (math.isnan(t["mean"]), sign * t["mean"] if not math.isnan(t["mean"]) else 0.0,
+    return sorted(trials, key=lambda t: (t["mean"] is None, sign * t["mean"] if t["mean"] is not None else 0.0,
                                          t["val_loss_mean"], t["trial"]))
 
 
@@ -456,10 +461,14 @@ def results_markdown(results: dict, ranked: list[dict], keys: list[str]) -> str:
         "|" + "---|" * (len(keys) + 7),
     ]
     for i, t in enumerate(ranked, start=1):
-        folds = " / ".join(f"{v:.3f}" for v in t["per_fold"])
+        folds = " / ".join(_num(v) for v in t["per_fold"])
         lines.append(f"| {i} | {t['trial']} | " + " | ".join(_cell(t["params"].get(k)) for k in keys)
-                     + f" | {t['mean']:.3f} ± {t['std']:.3f} | {folds} | {t['val_loss_mean']:.3f} | {t['epochs']:g} | {t['seconds']:.0f} |")
+                     + f" | {_num(t['mean'])} ± {_num(t['std'])} | {folds} | {t['val_loss_mean']:.3f} | {t['epochs']:g} | {t['seconds']:.0f} |")
     return "\n".join(lines) + "\n"
+
+
+def _num(v) -> str:
+    return "n/a" if v is None else f"{v:.3f}"
 
 
 def _write_csv(path: Path, ranked: list[dict], keys: list[str], metric: str, n_folds: int) -> None:
@@ -485,8 +494,10 @@ def plot_trials(trials: list[dict], metric: str, path: Path) -> Path:
     fig, ax = plt.subplots(figsize=(max(5.0, 0.5 * len(trials) + 2), 4))
     for t in trials:
         colour = "tab:red" if t["trial"] == best else "tab:blue"
-        ax.scatter([t["trial"]] * len(t["per_fold"]), t["per_fold"], s=14, color="0.6", zorder=2)
-        ax.errorbar(t["trial"], t["mean"], yerr=t["std"], fmt="o", color=colour, capsize=4, zorder=3)
+        defined = [v for v in t["per_fold"] if v is not None]
+        ax.scatter([t["trial"]] * len(defined), defined, s=14, color="0.6", zorder=2)
+        if t["mean"] is not None:
+            ax.errorbar(t["trial"], t["mean"], yerr=t["std"], fmt="o", color=colour, capsize=4, zorder=3)
     ax.set(xlabel="trial", ylabel=f"validation {metric}", title=f"{metric} per trial (dots: folds; red: best, trial {best})")
     ax.set_xticks([t["trial"] for t in trials])
     ax.grid(alpha=0.3)
