@@ -231,7 +231,7 @@ def _synth_sessions(cache: Path, kind: str, engines: tuple, params: dict, progre
     from collect.synth import SESSIONS, synthesize_dataset
 
     per_engine = {engine: _engine_params(engine, params) for engine in engines}
-    shared = {k: v for k, v in params.items() if k != "piper_voices"}
+    shared = {k: v for k, v in params.items() if k != "piper_voices"}  # the Piper recipe counts only when Piper is an engine
     folder = cache / f"{kind}-{_digest(_key({**shared, 'engines': list(engines), **per_engine.get('piper', {})}))}"
     folder.mkdir(parents=True, exist_ok=True)
     for engine, own in per_engine.items():
