@@ -249,7 +249,7 @@ def _voice_advice(report: dict, plan: dict) -> list[dict]:
     """Voices missed more than the others, by measured pitch or spoken length (``deploy.voice_bands``)."""
     from deploy.voice_bands import HIGH_PITCH_HZ, LONG_S
 
-    keywords = [k for k in (report.get("per_voice") or {}).get("keywords", []) if k["pitch_hz"] == k["pitch_hz"]]  # not NaN
+    keywords = [k for k in (report.get("per_voice") or {}).get("keywords", []) if k["pitch_hz"] is not None]
     out = []
     rules = [
         (lambda k: k["pitch_hz"] >= HIGH_PITCH_HZ, f"at or above {HIGH_PITCH_HZ:.0f} Hz", f"below {HIGH_PITCH_HZ:.0f} Hz",

@@ -57,12 +57,13 @@ def spoken_seconds(audio: np.ndarray, sample_rate: int) -> float:
 
 
 def traits(audio: np.ndarray, sample_rate: int) -> dict:
-    """``{"pitch_hz", "spoken_s"}`` of one keyword clip."""
-    return {"pitch_hz": round(median_pitch_hz(audio, sample_rate), 1), "spoken_s": round(spoken_seconds(audio, sample_rate), 3)}
+    """``{"pitch_hz", "spoken_s"}`` of one keyword clip; pitch None for silence (reports stay strict JSON)."""
+    pitch = median_pitch_hz(audio, sample_rate)
+    return {"pitch_hz": None if np.isnan(pitch) else round(pitch, 1), "spoken_s": round(spoken_seconds(audio, sample_rate), 3)}
 
 
-def _band(x: float, edges: tuple[float, ...], unit: str, fmt: str) -> str:
-    if np.isnan(x):
+def _band(x: float | None, edges: tuple[float, ...], unit: str, fmt: str) -> str:
+    if x is None or np.isnan(x):
         return "unknown"
     for lo, hi in zip((None, *edges), (*edges, None)):
         if hi is None or x < hi:
