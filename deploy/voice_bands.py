@@ -82,7 +82,7 @@ def length_band(spoken_s: float) -> str:
 
 
 def frr_table(items: Iterable[tuple[str, bool]]) -> dict:
-    """``{group: {"n", "misses", "frr", "frr_ci"}}`` from ``(group, missed)`` pairs, groups in first-seen order sorted."""
+    """``{group: {"n", "misses", "frr", "frr_ci"}}`` from ``(group, missed)`` pairs; bands by their lower edge, other names alphabetically (``_order``)."""
     counts: dict[str, list[int]] = {}
     for group, missed in items:
         c = counts.setdefault(group, [0, 0])
