@@ -27,6 +27,7 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+import sys
 import tempfile
 import time
 from contextlib import contextmanager
@@ -67,6 +68,22 @@ class PulseServer:
         if out.returncode:
             raise RuntimeError(f"pactl {' '.join(args)} failed: {out.stderr.strip()}")
         return out.stdout
+
+
+def kws_command(*modules: str) -> list[str]:
+    """The ``kws`` command as a subprocess, importing the CLI ``modules``, with Ctrl-C live in it.
+
+    A test runner started in the background by a non-interactive shell
+    (``make test &``, ``nohup``) ignores SIGINT, and a child inherits an ignored
+    signal across exec: Python would then never raise KeyboardInterrupt, and a
+    Ctrl-C test would hang or see the session finish normally. Restoring the
+    default handler first makes the child behave like ``kws`` typed in a
+    terminal, whatever the runner's own disposition. ``kws`` itself keeps an
+    inherited "ignore", as ``nohup kws listen`` users expect.
+    """
+    imports = ", ".join(f"deploy.cli.{m}" for m in modules)
+    code = f"import signal; signal.signal(signal.SIGINT, signal.default_int_handler); import {imports}; from deploy.cli import main; main()"
+    return [sys.executable, "-c", code]
 
 
 def reinit_portaudio() -> None:

@@ -21,7 +21,7 @@ from features.devices import find_device, list_devices
 from deploy.modelfile import KwsModel
 from features.audio import write_wav
 from features.errors import DeviceError
-from pulse import ALSA_DEVICE, pulse_server, scene, start_server, stop_server, using  # noqa: F401 (fixture)
+from pulse import ALSA_DEVICE, kws_command, pulse_server, scene, start_server, stop_server, using  # noqa: F401 (fixture)
 
 RATE = 16000
 
@@ -201,7 +201,7 @@ def test_kws_devices_lists_the_pulse_device(pulse_server):
 
 @pytest.mark.audio
 def test_kws_listen_prints_detections_and_a_summary(pulse_server, keyword_model):
-    cmd = [sys.executable, "-c", "import deploy.cli.listen; from deploy.cli import main; main()"]
+    cmd = kws_command("listen")
     out = subprocess.run(cmd + ["listen", str(keyword_model), "--device", ALSA_DEVICE, "--duration", "1"],
                          capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
@@ -216,7 +216,7 @@ def test_kws_listen_stops_cleanly_on_ctrl_c(pulse_server, keyword_model):
     import signal
     import time
 
-    cmd = [sys.executable, "-c", "import deploy.cli.listen; from deploy.cli import main; main()"]
+    cmd = kws_command("listen")
     proc = subprocess.Popen(cmd + ["listen", str(keyword_model), "--device", ALSA_DEVICE],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:

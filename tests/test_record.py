@@ -23,7 +23,6 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
@@ -35,11 +34,11 @@ from collect.datacheck import check_dataset
 from collect.manifest import read_dataset
 from collect.record import plan_prompts
 from features.audio import sha256_file, write_wav
-from pulse import private_server
+from pulse import kws_command, private_server
 
 pytestmark = pytest.mark.audio
 
-RUN_KWS = "import deploy.cli.record, deploy.cli.data; from deploy.cli import main; main()"
+KWS = kws_command("record", "data")
 GAP_S = 1.2  # silence after each utterance: longer than the end-pointer's 0.8 s
 COMMON = ["--device", "pulse", "--accent", "en-GB-x-test", "--yes", "--seed", "7"]
 
@@ -74,7 +73,7 @@ class Kws:
     """A running ``kws`` subprocess whose output lines are collected as they come."""
 
     def __init__(self, args, env):
-        self.proc = subprocess.Popen([sys.executable, "-c", RUN_KWS, *map(str, args)], env={**os.environ, **env},
+        self.proc = subprocess.Popen([*KWS, *map(str, args)], env={**os.environ, **env},
                                      stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         self.lines: list[str] = []
         self._reader = threading.Thread(target=self._read, daemon=True)
