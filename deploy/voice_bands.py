@@ -62,50 +62,48 @@ def traits(audio: np.ndarray, sample_rate: int) -> dict:
     return {"pitch_hz": None if np.isnan(pitch) else round(pitch, 1), "spoken_s": round(spoken_seconds(audio, sample_rate), 3)}
 
 
-def _band(x: float | None, edges: tuple[float, ...], unit: str, fmt: str) -> str:
+def band_labels(edges: tuple[float, ...], unit: str, fmt: str) -> list[str]:
+    """The names of the bands between ``edges``, lowest first: "under a", "a-b", ..., "z and over"."""
+    inner = [f"{lo:{fmt}}-{hi:{fmt}} {unit}" for lo, hi in zip(edges, edges[1:])]
+    return [f"under {edges[0]:{fmt}} {unit}", *inner, f"{edges[-1]:{fmt}} {unit} and over"]
+
+
+PITCH_LABELS = band_labels(PITCH_BANDS_HZ, "Hz", ".0f")
+LENGTH_LABELS = band_labels(LENGTH_BANDS_S, "s", ".1f")
+UNKNOWN = "unknown"  # no pitch measured (a silent clip)
+
+
+def _band(x: float | None, edges: tuple[float, ...], labels: list[str]) -> str:
     if x is None or np.isnan(x):
-        return "unknown"
-    for lo, hi in zip((None, *edges), (*edges, None)):
-        if hi is None or x < hi:
-            if lo is None:
-                return f"under {hi:{fmt}} {unit}"
-            return f"{lo:{fmt}}-{hi:{fmt}} {unit}" if hi is not None else f"{lo:{fmt}} {unit} and over"
-    raise AssertionError("unreachable")
+        return UNKNOWN
+    return labels[int(np.searchsorted(edges, x, side="right"))]
 
 
-def pitch_band(pitch_hz: float) -> str:
-    return _band(pitch_hz, PITCH_BANDS_HZ, "Hz", ".0f")
+def pitch_band(pitch_hz: float | None) -> str:
+    return _band(pitch_hz, PITCH_BANDS_HZ, PITCH_LABELS)
 
 
 def length_band(spoken_s: float) -> str:
-    return _band(spoken_s, LENGTH_BANDS_S, "s", ".1f")
+    return _band(spoken_s, LENGTH_BANDS_S, LENGTH_LABELS)
 
 
-def frr_table(items: Iterable[tuple[str, bool]]) -> dict:
-    """``{group: {"n", "misses", "frr", "frr_ci"}}`` from ``(group, missed)`` pairs; bands by their lower edge, other names alphabetically (``_order``)."""
+def frr_table(items: Iterable[tuple[str, bool]], order: list[str] | None = None) -> dict:
+    """``{group: {"n", "misses", "frr", "frr_ci"}}`` from ``(group, missed)`` pairs.
+
+    Groups named in ``order`` come first, in that order (bands lowest first);
+    the others follow alphabetically (accents).
+    """
     counts: dict[str, list[int]] = {}
     for group, missed in items:
         c = counts.setdefault(group, [0, 0])
         c[0] += 1
         c[1] += bool(missed)
+    rank = {g: i for i, g in enumerate(order or [])}
     return {g: {"n": n, "misses": m, "frr": m / n, "frr_ci": [round(x, 4) for x in wilson_interval(m, n)]}
-            for g, (n, m) in sorted(counts.items(), key=lambda kv: _order(kv[0]))}
-
-
-def _order(group: str) -> tuple:
-    """Bands sort by their lower edge ("under ..." first, "unknown" last); other names alphabetically."""
-    if group == "unknown":
-        return (2, 0.0, group)
-    if group.startswith("under "):
-        return (0, -1.0, group)
-    head = group.split("-")[0].split(" ")[0]
-    try:
-        return (0, float(head), group)
-    except ValueError:
-        return (1, 0.0, group)
+            for g, (n, m) in sorted(counts.items(), key=lambda kv: (rank.get(kv[0], len(rank)), kv[0]))}
 
 
 def voice_frr(keywords: list[tuple[dict, bool]]) -> dict:
     """FRR by pitch band and by spoken-length band from ``(traits, missed)`` per keyword clip."""
-    return {"pitch": frr_table((pitch_band(t["pitch_hz"]), m) for t, m in keywords),
-            "length": frr_table((length_band(t["spoken_s"]), m) for t, m in keywords)}
+    return {"pitch": frr_table(((pitch_band(t["pitch_hz"]), m) for t, m in keywords), PITCH_LABELS + [UNKNOWN]),
+            "length": frr_table(((length_band(t["spoken_s"]), m) for t, m in keywords), LENGTH_LABELS)}

@@ -51,12 +51,15 @@ def test_band_names_and_edges():
 def test_frr_table_counts_orders_and_bounds():
     items = [("220 Hz and over", True)] * 3 + [("under 120 Hz", False)] * 4 + [("unknown", True), ("120-165 Hz", False),
                                                                              ("120-165 Hz", True)]
-    table = frr_table(items)
+    table = frr_table(items, ["under 120 Hz", "120-165 Hz", "165-220 Hz", "220 Hz and over", "unknown"])
     assert list(table) == ["under 120 Hz", "120-165 Hz", "220 Hz and over", "unknown"]
+    assert list(frr_table([("en-US", True), ("en-029", False)])) == ["en-029", "en-US"]  # unordered names: alphabetical
     assert table["120-165 Hz"] == {"n": 2, "misses": 1, "frr": 0.5, "frr_ci": [round(x, 4) for x in wilson_interval(1, 2)]}
     assert table["220 Hz and over"]["frr"] == 1.0 and table["under 120 Hz"]["frr"] == 0.0
     both = voice_frr([({"pitch_hz": 100.0, "spoken_s": 0.9}, True), ({"pitch_hz": 250.0, "spoken_s": 0.5}, False)])
     assert both["pitch"]["under 120 Hz"]["misses"] == 1 and both["length"]["0.8-1.0 s"]["misses"] == 1
+    assert list(voice_frr([({"pitch_hz": p, "spoken_s": 0.7}, False) for p in (300.0, 100.0, None, 150.0)])["pitch"]) == [
+        "under 120 Hz", "120-165 Hz", "220 Hz and over", "unknown"]
 
 
 def _report(miss_high: float, miss_low: float, n_speakers: int = 40, takes: int = 5, seed: int = 0) -> dict:
