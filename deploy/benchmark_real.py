@@ -86,7 +86,7 @@ class BenchConfig:
                                                  "n_sentences": 8, "seed": 0})
     engines: tuple = ("espeak",)  # synthesis engines of the training and held-out voices (collect.synth.SESSIONS)
     train_config: str | dict = "default.json"  # a file under configs/ (or a path), or an inline TrainConfig dict
-    train_overrides: dict = field(default_factory=dict)  # applied on top of train_config
+    train_overrides: dict = field(default_factory=dict)  # settings changed on top of train_config ("augment.max_warp": 0.2)
     real_negatives: bool = True  # add the rotation's training-side real folders as negatives
     # false-accept mining and fine-tuning, "rounds" times (deploy.mine); {} = off. Keys: MINING_DEFAULTS
     mining: dict = field(default_factory=dict)
@@ -159,7 +159,10 @@ class BenchConfig:
         else:
             p = Path(self.train_config)
             cfg = TrainConfig.from_file(p if p.is_file() else CONFIGS / p)
-        return cfg.replace(**self.train_overrides) if self.train_overrides else cfg
+        try:
+            return cfg.with_settings(self.train_overrides)
+        except ConfigError as exc:
+            raise ConfigError(f"benchmark config {self.name!r}: train_overrides: {exc}") from None
 
 
 def _digest(obj) -> str:

@@ -92,6 +92,20 @@ def test_bench_config_files_parse():
             BenchConfig.from_dict({"mining": {"rounds": rounds}})
 
 
+def test_train_overrides_change_only_the_settings_they_name():
+    base = BenchConfig.from_dict({"train_config": "room-mic-warp.json"}).train_config_obj()
+    lever = BenchConfig.from_dict({"train_config": "room-mic-warp.json",
+                                   "train_overrides": {"augment.max_warp": 0.2, "features.fmax": 4000.0, "epochs": 5}})
+    cfg = lever.train_config_obj()
+    assert (cfg.augment.max_warp, cfg.features, cfg.epochs) == (0.2, {"fmax": 4000.0}, 5)
+    assert cfg.augment.p_warp == base.augment.p_warp and cfg.augment.p_room == base.augment.p_room  # the rest of the group kept
+    assert cfg.replace(augment=base.augment, features={}, epochs=base.epochs).to_dict() == base.to_dict()
+    for bad, words in (({"augment.p_nois": 0.1}, "p_nois"), ({"lr.x": 1}, "'lr' is not a group"), ({"epoch": 3}, "epoch")):
+        with pytest.raises(ConfigError, match="train_overrides") as err:
+            BenchConfig.from_dict({"name": "x", "train_overrides": bad}).train_config_obj()
+        assert words in str(err.value)
+
+
 @pytest.mark.skipif(not REAL.is_dir(), reason=f"real wake-word data not present at {REAL}")
 def test_real_folder_layout():
     files = check_wake_words(REAL)

@@ -126,6 +126,26 @@ class TrainConfig:
         """A copy with some settings changed, validated like any other config."""
         return dataclasses.replace(self, **changes)
 
+    def with_settings(self, settings: dict) -> "TrainConfig":
+        """A copy with ``settings`` changed by name, validated as a whole config.
+
+        ``"augment.max_warp"`` changes one setting of a group and keeps the
+        rest of it; a plain name replaces the setting whole. A search trial
+        and a benchmark lever are both "this config, but ...", written as
+        only the settings they change.
+        """
+        d = self.to_dict()
+        for key, value in settings.items():
+            top, _, rest = key.partition(".")
+            if not rest:
+                d[top] = value
+            elif isinstance(d.get(top), dict):
+                d[top] = {**d[top], rest: value}
+            else:
+                groups = ", ".join(k for k, v in d.items() if isinstance(v, dict))
+                raise ConfigError(f"unknown setting {key!r}: {top!r} is not a group of settings ({groups})")
+        return TrainConfig.from_dict(d)
+
 
 _TYPES = {
     "model": str, "model_args": dict, "features": dict, "epochs": int, "batch_size": int, "windows_per_epoch": int, "lr": float,

@@ -253,15 +253,8 @@ def _plain(value):
 
 def apply_params(base: TrainConfig, params: dict) -> TrainConfig:
     """``base`` with each dotted setting of ``params`` replaced, validated as a whole config."""
-    d = base.to_dict()
-    for key, value in params.items():
-        top, _, rest = key.partition(".")
-        if rest:
-            d[top] = {**d[top], rest: value}
-        else:
-            d[top] = value
     try:
-        return TrainConfig.from_dict(d)
+        return base.with_settings(params)
     except ConfigError as exc:
         raise ConfigError(f"the trial {json.dumps(params)}: {exc}") from None
 
