@@ -157,9 +157,25 @@ def test_logit_max_takes_the_most_keyword_like_position(name, positions):
     assert not torch.allclose(window[:, 1], per_position[:, :, 1].mean(1), atol=1e-3)  # it is not averaging
 
 
-@pytest.mark.parametrize("pool", ["max", "logit_max"])  # "avg" is held to it by the export of the pipeline test
-def test_checkpoint_and_onnx_parity(pool, tiny_dataset, tmp_path):
-    """The other pooling variants survive the checkpoint round trip and ONNX export within the export tolerance on real MFCC windows."""
+@pytest.mark.parametrize("name", ["dscnn", "tcresnet"])
+def test_cmn_removes_a_fixed_channel(name):
+    """With ``cmn``, a constant added to every frame's MFCC (what a fixed filter or gain does) leaves the scores unchanged; without it, it does not."""
+    torch.manual_seed(0)
+    x = 30 * torch.randn(4, FRAMES, N_MFCC)
+    channel = 40 * torch.randn(1, 1, N_MFCC)
+    for cmn in (True, False):
+        model = settle_batch_norm(build_model(name, n_mfcc=N_MFCC, n_labels=2, cmn=cmn), 30 * torch.randn(16, FRAMES, N_MFCC))
+        with torch.no_grad():
+            a, b = torch.softmax(model(x), -1), torch.softmax(model(x + channel), -1)
+        assert torch.allclose(a, b, atol=1e-5) == cmn, (cmn, (a - b).abs().max())
+    for bad in ({"cmn": 1}, {"cmn": "yes"}, {"cmn": True, "padding": "valid"}):
+        with pytest.raises(ConfigError, match="cmn"):
+            build_model("dscnn", n_mfcc=N_MFCC, n_labels=2, **bad)
+
+
+@pytest.mark.parametrize("pool,cmn", [("max", False), ("logit_max", False), ("avg", True)])  # plain "avg" is held to it by the pipeline test
+def test_checkpoint_and_onnx_parity(pool, cmn, tiny_dataset, tmp_path):
+    """The other pooling variants and ``cmn`` survive the checkpoint round trip and ONNX export within the export tolerance on real MFCC windows."""
     import onnxruntime as ort
 
     from features.config import FeatureConfig
@@ -170,7 +186,7 @@ def test_checkpoint_and_onnx_parity(pool, tiny_dataset, tmp_path):
                                               "window_samples": window_samples}, None, limit=32))
     assert windows.shape[1:] == (FRAMES, N_MFCC)
     torch.manual_seed(1)
-    args = {"n_mfcc": N_MFCC, "n_labels": 2, "channels": [16, 20, 28, 40], "pool": pool}
+    args = {"n_mfcc": N_MFCC, "n_labels": 2, "channels": [16, 20, 28, 40], "pool": pool, "cmn": cmn}
     model = settle_batch_norm(build_model("tcresnet", **args), windows)
     save_checkpoint(tmp_path / "best.pt", model, model_name="tcresnet", model_args=args, labels=["negative", "computer"],
                     feature_config=cfg, window_samples=window_samples, window_frames=FRAMES, train_config={}, data_digest="0" * 64,

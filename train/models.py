@@ -34,6 +34,26 @@ def _check_pool(pool: str, model: str) -> str:
     return pool
 
 
+def _check_cmn(cmn, model: str) -> bool:
+    if not isinstance(cmn, bool):
+        raise ConfigError(f"{model} cmn must be true or false, got {cmn!r}")
+    return cmn
+
+
+def remove_window_mean(x: torch.Tensor) -> torch.Tensor:
+    """Cepstral mean normalisation over the window: ``(batch, frames, n_mfcc)`` minus its mean over frames.
+
+    A fixed filter on the signal (a microphone's colouration, a room's
+    long-term response, the level) adds a constant to every frame's MFCC, so
+    subtracting the window's mean removes it. It is the classic remedy for a
+    channel the training data lacks, which is what separates clean
+    synthetic voices from crowd-sourced phones and laptops. It lives inside
+    the network, so the exported graph, the detector and training compute it
+    the same way.
+    """
+    return x - x.mean(dim=1, keepdim=True)
+
+
 def pool_and_classify(x: torch.Tensor, head: nn.Linear, pool: str, drop: nn.Module | None = None) -> torch.Tensor:
     """Window logits from features ``(batch, channels, positions)``: pool over time, then ``head`` (or ``head``, then pick a position)."""
     drop = drop or nn.Identity()
@@ -96,12 +116,18 @@ class DSCNN(nn.Module):
     20 ms apart, over a 1 s window. Per hop of 8 frames a stream computes
     4 new positions per layer instead of the window's 47. The stem's stride
     (2) must divide the detector's hop.
+
+    ``cmn=True`` subtracts the window's mean MFCC first (``remove_window_mean``);
+    not with ``padding="valid"``, whose positions must not depend on later frames.
     """
 
     def __init__(self, n_mfcc: int, n_labels: int, channels: int = 64, n_blocks: int = 4, kernel: int = 9, dropout: float = 0.1,
-                 pool: str = "max", padding: str = "same", dilations: list[int] | tuple[int, ...] | None = None):
+                 pool: str = "max", padding: str = "same", dilations: list[int] | tuple[int, ...] | None = None, cmn: bool = False):
         super().__init__()
         self.pool = _check_pool(pool, "dscnn")
+        self.cmn = _check_cmn(cmn, "dscnn")
+        if cmn and padding == "valid":
+            raise ConfigError("a valid-padding (streaming) dscnn cannot use cmn: the window mean would change every position it has already computed")
         if padding not in PADDINGS:
             raise ConfigError(f"dscnn padding must be one of {', '.join(PADDINGS)}, got {padding!r}")
         dilations = [2 ** min(i, 2) for i in range(n_blocks)] if dilations is None else [int(d) for d in dilations]
@@ -133,6 +159,8 @@ class DSCNN(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.padding == "valid" and self.positions(x.shape[1]) < 1:
             raise ConfigError(f"a window of {x.shape[1]} frames is shorter than this valid-padding dscnn's receptive field ({self.receptive_field()} frames)")
+        if self.cmn:
+            x = remove_window_mean(x)
         x = self.input_norm(x.transpose(1, 2))  # (batch, n_mfcc, frames)
         return pool_and_classify(self.blocks(self.stem(x)), self.head, self.pool)
 
@@ -281,10 +309,12 @@ class TCResNet(nn.Module):
       needs only one position that fires, a negative window is penalised at
       its most keyword-like position. With one keyword, the window's keyword
       probability is the largest of the positions' probabilities.
+
+    ``cmn=True`` subtracts the window's mean MFCC first (``remove_window_mean``).
     """
 
     def __init__(self, n_mfcc: int, n_labels: int, channels: list[int] | tuple[int, ...] = (16, 24, 32, 48), kernel: int = 9,
-                 first_kernel: int = 3, dropout: float = 0.1, pool: str = "avg"):
+                 first_kernel: int = 3, dropout: float = 0.1, pool: str = "avg", cmn: bool = False):
         super().__init__()
         channels = [int(c) for c in channels]
         if len(channels) < 2 or min(channels) < 1:
@@ -292,6 +322,7 @@ class TCResNet(nn.Module):
         if kernel < 1 or kernel % 2 == 0 or first_kernel < 1 or first_kernel % 2 == 0:
             raise ConfigError(f"tcresnet kernels must be odd and positive (same padding), got {kernel} and {first_kernel}")
         self.pool = _check_pool(pool, "tcresnet")
+        self.cmn = _check_cmn(cmn, "tcresnet")
         self.input_norm = nn.BatchNorm1d(n_mfcc)  # learned per-coefficient normalisation (MFCC values span about +-600)
         self.stem = nn.Sequential(
             nn.Conv1d(n_mfcc, channels[0], first_kernel, padding=(first_kernel - 1) // 2, bias=False),
@@ -303,6 +334,8 @@ class TCResNet(nn.Module):
         self.head = nn.Linear(channels[-1], n_labels)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.cmn:
+            x = remove_window_mean(x)
         x = self.blocks(self.stem(self.input_norm(x.transpose(1, 2))))  # (batch, channels, positions)
         return pool_and_classify(x, self.head, self.pool, self.drop)
 
