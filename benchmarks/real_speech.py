@@ -35,6 +35,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--decision-only", action="store_true", help="only the --tune-decision step, on an existing output folder")
     p.add_argument("--voices-only", action="store_true",
                    help="only add the FRR by pitch and spoken length to an existing output folder's report, from its saved test scores")
+    p.add_argument("--clip-probe", action="store_true",
+                   help="only stream each real keyword clip alone through an existing output folder's models (deploy/clip_probe.py)")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     cfg = BenchConfig.from_file(args.config) if args.config else BenchConfig()
@@ -44,6 +46,12 @@ def main(argv: list[str] | None = None) -> int:
 
         add_voice_bands(out, args.wake_words)
         print((out / "report.md").read_text())
+        return 0
+    if args.clip_probe:
+        from deploy.clip_probe import probe_run
+
+        probe_run(out, args.wake_words, progress=not args.quiet)
+        print((out / "clip_probe.md").read_text())
         return 0
     if not args.decision_only:
         report = run_benchmark(args.wake_words, args.out, config=cfg, quick=args.quick, jobs=args.jobs, progress=not args.quiet,

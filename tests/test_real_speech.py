@@ -170,3 +170,59 @@ def test_voice_bands_of_a_saved_test_stream(tmp_path, keyword_model):
         expected[band] = (n + 1, misses + (i != 1))
     assert {b: (t["n"], t["misses"]) for b, t in voices["at 0.5"]["pitch"].items()} == expected
     assert sum(t["n"] for t in voices["at 0.5"]["length"].values()) == 3
+
+
+def test_high_band_share():
+    from deploy.clip_probe import high_band_share
+
+    t = np.arange(16000) / 16000
+    assert high_band_share(np.sin(2 * np.pi * 1000 * t), 16000) < 1e-6
+    assert high_band_share(np.sin(2 * np.pi * 1000 * t) + np.sin(2 * np.pi * 6000 * t), 16000) == pytest.approx(0.5, abs=1e-3)
+    assert high_band_share(np.zeros(100), 16000) == 0.0
+
+
+def test_clip_probe_of_a_finished_run(tmp_path, tiny_dataset, keyword_model):
+    """The per-clip checks on a run folder: recalls follow the clips' own peak scores; long clips are found and compressed."""
+    import librosa
+
+    from deploy.clip_probe import LONG_S, probe_run
+    from deploy.evaluate import clip_pass
+    from deploy.modelfile import KwsModel
+    from deploy.voice_bands import spoken_seconds
+    from features.audio import load_audio
+
+    rows, _ = read_dataset(tiny_dataset)
+    said = [r for r in rows if r.label == KEYWORD][:8]
+    other = [r for r in rows if r.label == NEGATIVE and r.kind != "noise"][:8]
+    ww = tmp_path / "ww"
+    for word in (KEYWORD, *OTHER_WORDS):
+        (ww / word).mkdir(parents=True)
+    for i, r in enumerate(said):
+        audio = load_audio(tiny_dataset / r.path)
+        if i < 3:  # drawn out past LONG_S
+            audio = librosa.effects.time_stretch(audio, rate=0.5)
+        sf.write(ww / KEYWORD / f"{i:08x}-computer.flac", audio, 16000)
+    for i, r in enumerate(other):
+        sf.write(ww / OTHER_WORDS[i % 4] / f"{i:08x}-other.flac", load_audio(tiny_dataset / r.path), 16000)
+    out = tmp_path / "run"
+    with pytest.raises(ConfigError, match="no report.json"):
+        probe_run(out, ww, progress=False)
+    (out / "rotation-A").mkdir(parents=True)
+    (out / "rotation-A" / "model.onnx").write_bytes(Path(keyword_model).read_bytes())
+    report = {"rotations": [{"rotation": "A", "calibration": {"threshold": 0.8},
+                             "test": {"operating_points": [{"target_fa_per_hour": 0.5, "threshold": 0.5}]}}]}
+    (out / "report.json").write_text(json.dumps(report))
+    probe = probe_run(out, ww, progress=False)["A"]
+
+    keywords = load_real_clips(check_wake_words(ww)[KEYWORD], KEYWORD)
+    peaks = np.array([r["max_score"] for r in clip_pass(KwsModel(keyword_model), keywords, progress=False)])
+    assert 0 < peaks.max() and peaks.std() > 0  # the checks see varied scores
+    assert probe["threshold"] == 0.5 and probe["threshold_from"] == "test stream, 0.5 FA/h"
+    assert probe["recall_at_threshold"] == pytest.approx(np.mean(peaks >= 0.5), abs=1e-4)
+    assert probe["n_keyword_clips"] == 8 and probe["n_negative_clips"] == 4  # snowboy + view_glass: rotation A's test side
+    long = [i for i, c in enumerate(keywords) if spoken_seconds(c.audio, 16000) >= LONG_S]
+    assert probe["long_clips"]["n"] == len(long) >= 3
+    assert probe["long_clips"]["recall_at_threshold"]["as recorded"] == pytest.approx(np.mean(peaks[long] >= 0.5), abs=1e-4)
+    assert set(probe["long_clips"]["recall_at_threshold"]) == {"as recorded", "compressed x1.25", "compressed x1.5"}
+    md = (out / "clip_probe.md").read_text()
+    assert "rotation A" in md and f"{probe['median_peak']}" in md

@@ -1,0 +1,133 @@
+"""Each real keyword clip streamed alone: the per-clip follow-ups of the real-speech benchmark.
+
+The benchmark's stream tells how many real "computer" clips a model misses,
+not why. These checks look at the clips one at a time, clean (no noise bed,
+no background), through the same exported model and detector
+(``deploy.evaluate.clip_pass``: each clip between silences, its peak smoothed
+score), and ask three questions of a finished run:
+
+- **Does the model know the clips at all?** The median peak score, and the
+  recall at the threshold where 1% of the test-side real negative clips
+  (the other wake words the rotation never trained on) fire.
+- **Are long clips missed for their speaking rate?** The clips whose spoken
+  span (``deploy.voice_bands.spoken_seconds``) is ``LONG_S`` or more,
+  time-compressed with pitch kept (librosa's ``time_stretch``): if slow
+  speech were the cause, compressing them would raise their recall.
+- **Do the missed clips sound different?** The share of a clip's energy
+  above 4 kHz (hiss, clicks, a bright microphone) for the clips that score
+  almost nothing against those the run detects.
+
+Thresholds are the run's own: the report's 0.5 FA/h operating point on the
+test stream, or the calibrated threshold when no threshold met 0.5 FA/h. Writes ``clip_probe.json`` and ``clip_probe.md`` beside the
+report (``benchmarks/real_speech.py --clip-probe``).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+LONG_S = 0.8  # spoken span from which a clip counts as long (the voice table's 0.8-1.0 s and 1.0 s-and-over bands)
+STRETCH_RATES = (1.25, 1.5)  # time compression of the long clips (1.5: two thirds of the length)
+NEGATIVE_FIRING = 0.01  # share of real negative clips allowed to fire at the probe's own threshold
+LOW_SCORE = 0.05  # a clip peaking below this is one the model does not know at all
+HIGH_HZ = 4000.0
+
+
+def high_band_share(audio: np.ndarray, sample_rate: int, above_hz: float = HIGH_HZ) -> float:
+    """Fraction of the signal's energy at frequencies above ``above_hz``."""
+    power = np.abs(np.fft.rfft(audio.astype(np.float64))) ** 2
+    freqs = np.fft.rfftfreq(len(audio), 1.0 / sample_rate)
+    total = power.sum()
+    return float(power[freqs > above_hz].sum() / total) if total > 0 else 0.0
+
+
+def _recall(peaks: np.ndarray, threshold: float) -> float | None:
+    return round(float(np.mean(peaks >= threshold)), 4) if len(peaks) else None
+
+
+def _median(values: list[float]) -> float | None:
+    return round(float(np.median(values)), 4) if values else None
+
+
+def probe_model(model, keywords: list, negatives: list, threshold: float, progress: bool = True) -> dict:
+    """The three checks for one model; ``keywords`` and ``negatives`` are ``EvalClip``s, ``threshold`` the run's operating threshold."""
+    import librosa
+
+    from deploy.evaluate import EvalClip, clip_pass
+    from deploy.voice_bands import spoken_seconds
+
+    rate = model.info.feature_config.sample_rate
+    peaks = np.array([r["max_score"] for r in clip_pass(model, keywords, progress)])
+    neg_peaks = np.array([r["max_score"] for r in clip_pass(model, negatives, progress)])
+    neg_threshold = float(np.quantile(neg_peaks, 1 - NEGATIVE_FIRING)) if len(neg_peaks) else None
+    long_idx = [i for i, c in enumerate(keywords) if spoken_seconds(c.audio, rate) >= LONG_S]
+    stretched = {"as recorded": _recall(peaks[long_idx], threshold)}
+    for r in STRETCH_RATES:
+        clips = [EvalClip(keywords[i].row, librosa.effects.time_stretch(keywords[i].audio, rate=r), 1) for i in long_idx]
+        stretched[f"compressed x{r:g}"] = _recall(np.array([x["max_score"] for x in clip_pass(model, clips, progress)]), threshold)
+    share = [high_band_share(c.audio, rate) for c in keywords]
+    low = [s for s, p in zip(share, peaks) if p < LOW_SCORE]
+    hit = [s for s, p in zip(share, peaks) if p >= threshold]
+    return {
+        "threshold": threshold,
+        "n_keyword_clips": len(keywords), "n_negative_clips": len(negatives),
+        "median_peak": _median(list(peaks)),
+        "recall_at_threshold": _recall(peaks, threshold),
+        "threshold_1pct_negatives": None if neg_threshold is None else round(neg_threshold, 4),
+        "recall_at_1pct_negatives": None if neg_threshold is None else _recall(peaks, neg_threshold),
+        "long_clips": {"min_spoken_s": LONG_S, "n": len(long_idx), "recall_at_threshold": stretched},
+        "high_band_share": {"above_hz": HIGH_HZ, "n_low": len(low), "n_detected": len(hit),
+                            f"median_scoring_below_{LOW_SCORE:g}": _median(low), "median_detected": _median(hit)},
+    }
+
+
+def probe_markdown(name: str, probes: dict[str, dict]) -> str:
+    """A table of the checks, one column per rotation."""
+    rows = [
+        ("median peak score of the real keyword clips", lambda p: p["median_peak"]),
+        ("threshold (the run's 0.5 FA/h point)", lambda p: p["threshold"]),
+        ("recall at that threshold (clean clips)", lambda p: p["recall_at_threshold"]),
+        ("recall where 1% of real negative clips fire", lambda p: p["recall_at_1pct_negatives"]),
+        *[(f"long clips (>= {LONG_S} s), {k}: recall", lambda p, k=k: p["long_clips"]["recall_at_threshold"][k])
+          for k in ["as recorded", *[f"compressed x{r:g}" for r in STRETCH_RATES]]],
+        (f"energy share above {HIGH_HZ:g} Hz, clips peaking below {LOW_SCORE:g} (median)",
+         lambda p: p["high_band_share"][f"median_scoring_below_{LOW_SCORE:g}"]),
+        (f"energy share above {HIGH_HZ:g} Hz, detected clips (median)", lambda p: p["high_band_share"]["median_detected"]),
+    ]
+    rots = sorted(probes)
+    lines = [f"# Clip probe: {name}", "", "Each real keyword clip streamed alone, clean (`deploy/clip_probe.py`).", "",
+             "| check | " + " | ".join(f"rotation {r}" for r in rots) + " |", "|---|" + "---|" * len(rots)]
+    lines += [f"| {label} | " + " | ".join(str(get(probes[r])) for r in rots) + " |" for label, get in rows]
+    counts = ", ".join(f"{r}: {probes[r]['long_clips']['n']} long clips, {probes[r]['high_band_share']['n_low']} below "
+                       f"{LOW_SCORE:g}, {probes[r]['high_band_share']['n_detected']} detected" for r in rots)
+    return "\n".join(lines + ["", f"Clip counts: {counts}.", ""])
+
+
+def probe_run(out: str | Path, wake_words: str | Path, progress: bool = True) -> dict:
+    """Run the checks on every rotation of a finished benchmark output folder; writes ``clip_probe.{json,md}`` there."""
+    from deploy.benchmark_real import KEYWORD, ROTATIONS, check_wake_words, load_real_clips
+    from deploy.modelfile import KwsModel
+    from features.errors import ConfigError
+
+    out = Path(out)
+    if not (out / "report.json").is_file():
+        raise ConfigError(f"{out}: no report.json; --clip-probe needs a finished benchmark run there")
+    report = json.loads((out / "report.json").read_text())
+    files = check_wake_words(wake_words)
+    keywords = load_real_clips(files[KEYWORD], KEYWORD)
+    probes = {}
+    for r in report["rotations"]:
+        rot = r["rotation"]
+        negatives = [c for word in ROTATIONS[rot][1] for c in load_real_clips(files[word], word)]
+        threshold = next(p for p in r["test"]["operating_points"] if p["target_fa_per_hour"] == 0.5)["threshold"]
+        source = "test stream, 0.5 FA/h"
+        if threshold is None:
+            threshold, source = r["calibration"]["threshold"], "calibrated (no threshold met 0.5 FA/h on the test stream)"
+        model = KwsModel(out / f"rotation-{rot}" / "model.onnx")
+        probes[rot] = {"threshold_from": source, **probe_model(model, keywords, negatives, threshold, progress)}
+    (out / "clip_probe.json").write_text(json.dumps(probes, indent=2) + "\n")
+    (out / "clip_probe.md").write_text(probe_markdown(out.name, probes))
+    return probes
