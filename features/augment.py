@@ -50,6 +50,14 @@ And in the features (``train.dataset.WindowMaker.training_epoch``):
    (``deploy.voice_bands``). Done on the filterbank, not the audio, it costs
    nothing per window (resampling each window would cost more than the rest
    of the augmentation together).
+9. SpecAugment-style masking (Park et al. 2019): one band of up to
+   ``max_mask_bands`` adjacent mel bands and one span of up to
+   ``max_mask_frames`` frames of the window's log-mel spectrogram are set to
+   the window's mean log-mel energy before the DCT
+   (``features.mfcc.mask_log_mel``). The model must then recognise the word
+   with part of its spectrum or a moment of it missing, so it cannot lean
+   on any one band in which clean synthetic voices and real microphones
+   differ.
 
 SNRs are relative to the RMS of the whole window the model sees, not of the
 word alone. The result is clipped to [-1, 1], like audio from a sound card.
@@ -109,6 +117,9 @@ class AugmentConfig:
     max_mic_eq_db: float = 6.0  # each peaking filter's gain drawn in [-max, +max] dB
     p_warp: float = 0.0  # chance of vocal tract length perturbation (a warped mel filterbank, features.mfcc.mel_filterbank)
     max_warp: float = 0.1  # warp factor drawn in [1 - max, 1 + max], in WARP_STEPS steps
+    p_mask: float = 0.0  # chance of SpecAugment masking of the window's log-mel spectrogram (features.mfcc.mask_log_mel)
+    max_mask_bands: int = 6  # width of the masked band of mel bands, drawn in [0, max]
+    max_mask_frames: int = 10  # width of the masked span of frames, drawn in [0, max]
 
     def __post_init__(self) -> None:
         for f in dataclasses.fields(self):
@@ -129,6 +140,9 @@ class AugmentConfig:
             raise ConfigError(f"augment reverberation times need 0.05 <= min_rt60_s <= max_rt60_s <= 2 s, got {self.min_rt60_s}..{self.max_rt60_s}")
         if not 0.0 <= self.max_warp <= 0.3:
             raise ConfigError(f"augment.max_warp must be in [0, 0.3] (a warp factor of 0.7-1.3 at most), got {self.max_warp}")
+        for name in ("max_mask_bands", "max_mask_frames"):
+            if getattr(self, name) < 0 or int(getattr(self, name)) != getattr(self, name):
+                raise ConfigError(f"augment.{name} must be a whole number >= 0, got {getattr(self, name)}")
         if self.max_floor_db > 0:
             raise ConfigError(f"augment.max_floor_db must be at most 0 dB re full scale, got {self.max_floor_db}")
         for lo, hi in (("min_gain_db", "max_gain_db"), ("min_snr_db", "max_snr_db"), ("min_floor_db", "max_floor_db"),
@@ -148,7 +162,7 @@ class AugmentConfig:
     def off(cls) -> "AugmentConfig":
         """No augmentation at all (every probability 0)."""
         return cls(p_speed=0.0, p_shift=0.0, p_gain=0.0, p_color_noise=0.0, p_floor=0.0, p_background=0.0, p_room=0.0, p_mic=0.0,
-                   p_warp=0.0)
+                   p_warp=0.0, p_mask=0.0)
 
 
 @contextlib.contextmanager

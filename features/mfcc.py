@@ -103,8 +103,8 @@ class Mfcc:
         self.dct_db = (10.0 * self.dct).astype(np.float32)  # 10 * log10 folded into the DCT (it is linear)
         self.log_amin = np.float32(cfg.amin)
 
-    def frames_to_mfcc(self, frames: np.ndarray) -> np.ndarray:
-        """Raw frames ``(..., n_fft)`` to MFCC ``(..., n_mfcc)``.
+    def frames_to_log_mel(self, frames: np.ndarray) -> np.ndarray:
+        """Raw frames ``(..., n_fft)`` to ``log10`` mel energies ``(..., n_mels)``; the DCT of ``10 *`` these is the MFCC.
 
         Written for few numpy calls: the streaming detector calls it every
         chunk on about ten frames, where each call's overhead costs more than
@@ -116,20 +116,52 @@ class Mfcc:
         mel = power.astype(np.float32, copy=False) @ self.mel
         np.maximum(mel, self.log_amin, out=mel)
         np.log10(mel, out=mel)
-        return (mel @ self.dct_db).astype(np.float32, copy=False)
+        return mel
+
+    def frames_to_mfcc(self, frames: np.ndarray) -> np.ndarray:
+        """Raw frames ``(..., n_fft)`` to MFCC ``(..., n_mfcc)``."""
+        return (self.frames_to_log_mel(frames) @ self.dct_db).astype(np.float32, copy=False)
+
+    def frames(self, y: np.ndarray) -> np.ndarray:
+        """Signals ``(..., n_samples)`` as frames ``(..., n_frames, n_fft)``: a strided view, no copy."""
+        y = np.asarray(y, dtype=np.float32)
+        n_frames = self.cfg.n_frames(y.shape[-1])
+        # Frame t is y[..., t * hop : t * hop + n_fft] (as_strided is the cheapest way to build it; the shape and
+        # strides below stay inside y).
+        step = y.strides[-1]
+        return np.lib.stride_tricks.as_strided(
+            y, y.shape[:-1] + (n_frames, self.cfg.n_fft), y.strides[:-1] + (self.cfg.hop_length * step, step), writeable=False
+        )
+
+    def masked(self, y: np.ndarray, bands: np.ndarray, spans: np.ndarray) -> np.ndarray:
+        """MFCC of windows ``(n, n_samples)`` with their log-mel masked first (training only, ``mask_log_mel``)."""
+        if self.cfg.n_frames(y.shape[-1]) == 0:
+            return self(y)
+        log_mel = mask_log_mel(self.frames_to_log_mel(self.frames(y)), bands, spans)
+        return (log_mel @ self.dct_db).astype(np.float32, copy=False)
 
     def __call__(self, y: np.ndarray) -> np.ndarray:
         y = np.asarray(y, dtype=np.float32)
-        n_frames = self.cfg.n_frames(y.shape[-1])
-        if n_frames == 0:
+        if self.cfg.n_frames(y.shape[-1]) == 0:
             return np.zeros(y.shape[:-1] + (0, self.cfg.n_mfcc), np.float32)
-        # Frame t is y[..., t * hop : t * hop + n_fft]: a strided view, no copy (as_strided is the cheapest way
-        # to build it; the shape and strides below stay inside y).
-        step = y.strides[-1]
-        frames = np.lib.stride_tricks.as_strided(
-            y, y.shape[:-1] + (n_frames, self.cfg.n_fft), y.strides[:-1] + (self.cfg.hop_length * step, step), writeable=False
-        )
-        return self.frames_to_mfcc(frames)
+        return self.frames_to_mfcc(self.frames(y))
+
+
+def mask_log_mel(log_mel: np.ndarray, bands: np.ndarray, spans: np.ndarray) -> np.ndarray:
+    """SpecAugment masks: in window ``i`` of ``log_mel`` ``(n, frames, n_mels)``, mel bands
+    ``bands[i, 0]:bands[i, 1]`` and frames ``spans[i, 0]:spans[i, 1]`` are set to the window's mean
+    (a copy; empty ranges mask nothing).
+
+    The mean, not zero or silence: a masked stretch then carries no
+    information but no sharp edge either, like the zero of SpecAugment's
+    normalised features.
+    """
+    out = log_mel.copy()
+    fill = log_mel.mean(axis=(1, 2))
+    for i, ((b0, b1), (t0, t1)) in enumerate(zip(bands, spans)):
+        out[i, :, b0:b1] = fill[i]
+        out[i, t0:t1, :] = fill[i]
+    return out
 
 
 class StreamingMfcc:

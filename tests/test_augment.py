@@ -254,3 +254,46 @@ def test_warped_epochs_differ_only_in_the_features_and_are_seeded():
 
 def torch_equal(a, b) -> bool:
     return bool((a == b).all())
+
+
+def test_mask_log_mel_sets_the_masked_band_and_span_to_the_window_mean():
+    from features.mfcc import mask_log_mel
+
+    rng = np.random.default_rng(0)
+    log_mel = rng.normal(size=(3, 20, 8)).astype(np.float32)
+    before = log_mel.copy()
+    out = mask_log_mel(log_mel, np.array([[2, 5], [0, 0], [7, 8]]), np.array([[0, 0], [4, 9], [19, 20]]))
+    keep = np.ones_like(log_mel, bool)
+    keep[0, :, 2:5] = keep[1, 4:9, :] = keep[2, :, 7:8] = keep[2, 19:20, :] = False
+    assert np.array_equal(out[keep], log_mel[keep])  # everything else untouched
+    for i in range(3):
+        assert np.all(out[i][~keep[i]] == log_mel[i].mean())
+    assert np.array_equal(log_mel, before)  # a copy: the input is left as it was
+
+
+def test_masked_epochs_differ_only_in_the_features_and_are_seeded():
+    """p_mask masks some windows' features, leaves the others as without it (warps included), and repeats by seed."""
+    from collect.manifest import ClipRow
+    from features.config import FeatureConfig
+    from features.mfcc import Mfcc
+    from train.dataset import Clip, WindowMaker
+
+    row = ClipRow(path="a.wav", label="computer", text="", speaker="s", accent="en-US", source="", session="", device="",
+                  sample_rate=SR, duration_s=1.0, sha256="", created="")
+    clips = [Clip(row, speechlike(SR, seed=i), i % 2, (4000, 12000)) for i in range(16)]
+    base = with_(p_shift=1.0, p_gain=1.0, p_warp=0.5, max_warp=0.1)
+    plain = WindowMaker(FeatureConfig(), 1.0, base, seed=3, progress=False).training_epoch(clips, 0)
+    maker = WindowMaker(FeatureConfig(), 1.0, with_(**{**base.to_dict(), "p_mask": 0.5, "max_mask_bands": 8, "max_mask_frames": 20}),
+                        seed=3, progress=False)
+    masked = maker.training_epoch(clips, 0)
+    assert torch_equal(masked[1], plain[1])
+    same = [bool(np.array_equal(a, b)) for a, b in zip(masked[0].numpy(), plain[0].numpy())]
+    assert 0 < sum(same) < len(clips)  # unmasked windows (and empty masks) are exactly as before
+    assert torch_equal(maker.training_epoch(clips, 0)[0], masked[0])
+    # Masking nothing through the masked path gives the plain MFCC.
+    windows = np.stack([speechlike(SR, seed=i) for i in range(3)])
+    empty = np.zeros((3, 2), int)
+    assert np.array_equal(Mfcc(FeatureConfig()).masked(windows, empty, empty), Mfcc(FeatureConfig())(windows))
+    for bad in ({"max_mask_bands": -1}, {"max_mask_frames": 2.5}, {"p_mask": 1.5}):
+        with pytest.raises(ConfigError, match="augment"):
+            AugmentConfig(**bad)

@@ -158,10 +158,11 @@ class WindowMaker:
         self.warps = np.linspace(1 - augment.max_warp, 1 + augment.max_warp, WARP_STEPS) if augment.p_warp > 0 else np.ones(1)
         self.warped = {float(w): Mfcc(cfg, warp=float(w)) for w in self.warps if w != 1.0}
 
-    def features(self, windows: np.ndarray, warps: np.ndarray | None = None) -> torch.Tensor:
+    def features(self, windows: np.ndarray, warps: np.ndarray | None = None, masks: tuple[np.ndarray, np.ndarray] | None = None) -> torch.Tensor:
         """``(n, window_samples)`` audio to a ``(n, window_frames, n_mfcc)`` float32 tensor.
 
         ``warps``: one vocal-tract warp factor per window (one of ``self.warps``; 1 = none).
+        ``masks``: per window, the mel bands and the frames to mask (``features.mfcc.mask_log_mel``), or None.
         """
         out = np.empty((len(windows), self.window_frames, self.cfg.n_mfcc), np.float32)
         warps = np.ones(len(windows)) if warps is None else warps
@@ -169,8 +170,24 @@ class WindowMaker:
             mfcc = self.mfcc if w == 1.0 else self.warped[float(w)]
             idx = np.flatnonzero(warps == w)
             for i in range(0, len(idx), MFCC_CHUNK):
-                out[idx[i : i + MFCC_CHUNK]] = mfcc(windows[idx[i : i + MFCC_CHUNK]])
+                chunk = idx[i : i + MFCC_CHUNK]
+                out[chunk] = mfcc(windows[chunk]) if masks is None else mfcc.masked(windows[chunk], masks[0][chunk], masks[1][chunk])
         return torch.from_numpy(out)
+
+    def draw_masks(self, n: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+        """SpecAugment masks for ``n`` windows: ``(bands, spans)``, each ``(n, 2)`` start/stop; unmasked windows get empty ranges."""
+        a, n_mels = self.augment, self.cfg.n_mels
+
+        def ranges(max_width: int, size: int) -> np.ndarray:
+            width = rng.integers(0, min(int(max_width), size) + 1, size=n)
+            start = rng.integers(0, size - width + 1)
+            return np.stack([start, start + width], axis=1)
+
+        masked = rng.random(n) < a.p_mask
+        bands, spans = ranges(a.max_mask_bands, n_mels), ranges(a.max_mask_frames, self.window_frames)
+        bands[~masked] = 0
+        spans[~masked] = 0
+        return bands, spans
 
     def training_epoch(self, clips: Sequence[Clip], epoch: int, n_windows: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
         """Features and labels of one epoch, freshly placed and augmented (deterministic in ``(seed, epoch)``).
@@ -191,7 +208,8 @@ class WindowMaker:
         if self.augment.p_warp > 0:  # drawn after the windows, so runs without warping draw exactly what they did before
             warped = rng.random(len(picked)) < self.augment.p_warp
             warps = np.where(warped, self.warps[rng.integers(len(self.warps), size=len(picked))], 1.0)
-        return self.features(windows, warps), labels_tensor(picked)
+        masks = self.draw_masks(len(picked), rng) if self.augment.p_mask > 0 else None  # drawn last, for the same reason
+        return self.features(windows, warps, masks), labels_tensor(picked)
 
     def _perturbed(self, clip: Clip, augmenter: Augmenter) -> Clip:
         """The clip after the augmenter's speed change, with its spoken part found again."""
