@@ -32,7 +32,7 @@ import pytest
 
 from collect.datacheck import check_dataset
 from collect.manifest import read_dataset
-from collect.record import plan_prompts
+from collect.record import EVENTS_FILE, plan_prompts
 from features.audio import sha256_file, write_wav
 from pulse import kws_command, private_server
 
@@ -357,3 +357,127 @@ def test_device_refusing_16k_is_opened_at_its_own_rate(pulse):
 
     with pytest.raises(DeviceError, match="accepts neither 16000 Hz nor its default"):
         choose_rate(index, "pulse", check=refuses_all)
+
+
+class TerminalKws:
+    """``kws record`` on a pseudo-terminal, as an organiser runs it: the screen is read as drawn, keys are typed.
+
+    ``wait_for`` looks only at what was drawn since the previous match, so a
+    status left on the screen from an earlier step never counts for a later one.
+    """
+
+    def __init__(self, args, env):
+        import fcntl
+        import pty
+        import struct
+        import termios
+
+        self.master, slave = pty.openpty()
+        fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 50, 200, 0, 0))  # wide enough for one status per line
+        self.proc = subprocess.Popen([*KWS, *map(str, args)], stdin=slave, stdout=slave, stderr=slave,
+                                     env={**os.environ, **env, "TERM": "xterm-256color"})
+        os.close(slave)
+        self.raw = b""
+        self.mark = 0
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+
+    def _read(self):
+        while True:
+            try:
+                data = os.read(self.master, 65536)
+            except OSError:  # EIO: the child closed the terminal
+                return
+            if not data:
+                return
+            self.raw += data
+
+    @property
+    def screen(self) -> str:
+        import re
+
+        return re.sub(r"\x1b\[[0-9;?]*[A-Za-z]|\x1b[()][A-Z0-9]|\r", "", self.raw.decode("utf-8", "replace"))
+
+    def wait_for(self, text, timeout=20.0):
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            at = self.screen.find(text, self.mark)
+            if at >= 0:
+                self.mark = at + len(text)
+                return
+            if self.proc.poll() is not None:
+                break
+            time.sleep(0.02)
+        raise AssertionError(f"never drew {text!r}; since the last step:\n{self.screen[self.mark:][-3000:]}")
+
+    def type(self, keys: str):
+        os.write(self.master, keys.encode())
+
+    def finish(self, timeout=30.0) -> int:
+        rc = self.proc.wait(timeout=timeout)
+        self._reader.join(5)
+        os.close(self.master)
+        return rc
+
+
+def test_terminal_ui_questions_and_keys(pulse, tmp_path):
+    """The organiser's screen end to end on a terminal: the questions, then space, p, r, b, a key mid-take and s.
+
+    Three keyword prompts. Take 1 is kept, played back (p) and redone (r): it
+    leaves the dataset for rejected/ and prompt 1 is asked again. Take 2 is
+    kept. Take 3 (prompt 2) is kept and marked bad (b): rejected, its prompt
+    skipped. Prompt 3 is started and stopped at once by a key (with 30 s
+    allowed, only the key can end it within the wait): nothing was said, so it
+    is not kept; s skips it and the session ends. Only take 2 stays.
+    """
+    ds = tmp_path / "ds"
+    word = scene_file(tmp_path / "computer.wav", [say("computer")], lead=0.3)
+    kws = TerminalKws(["record", ds, "-k", "computer", "--takes", 3, "--negatives", 0, "--device", "pulse", "--output-device", "pulse",
+                       "--countdown", 0, "--max-seconds", 30, "--seed", 7], pulse.env)
+
+    def take(expect="kept ✓"):
+        kws.type(" ")
+        kws.wait_for("recording: speak now")
+        player = pulse.play(word)
+        kws.wait_for(expect)
+        player.wait(10)
+
+    kws.wait_for("speaker id")
+    kws.type("\n")  # the suggested id
+    kws.wait_for("accent")
+    kws.type("en-GB-x-tui\n")
+    kws.wait_for("gender")
+    kws.type("\n")
+    kws.wait_for("age band")
+    kws.type("\n")
+    kws.wait_for("Does the volunteer agree?")
+    kws.type("y\n")
+    kws.wait_for("press space to record")
+    take()
+    kws.type("p")
+    kws.wait_for("playing the last take")
+    kws.type("r")
+    kws.wait_for("record it again")
+    take()
+    take()
+    kws.type("b")
+    kws.wait_for("its prompt is skipped")
+    kws.type(" ")
+    kws.wait_for("recording: speak now")
+    kws.type("x")
+    kws.wait_for("not kept")
+    kws.type("s")
+    rc = kws.finish()
+    assert rc == 0, kws.screen[-3000:]
+    rows = rows_of(ds)
+    assert len(rows) == 1 and rows[0].speaker == "spk-001" and rows[0].accent == "en-GB-x-tui"
+    plan = plan_prompts("computer", 3, 0, 7)
+    assert rows[0].extra["prompt"] == plan[0].index and rows[0].extra["stopped_by"] == "speech-end"  # take 2
+    session = ds / rows[0].session
+    assert len(list((session / "rejected").glob("*.wav"))) == 2  # takes 1 and 3
+    events = [json.loads(line) for line in (session / EVENTS_FILE).read_text().splitlines()]
+    assert [(e["type"], e["prompt"]) for e in events if e["type"] in ("bad", "skip")] == \
+           [("bad", plan[0].index), ("bad", plan[1].index), ("skip", plan[1].index), ("skip", plan[2].index)]
+    consent = [json.loads(line) for line in (session / "consent.jsonl").read_text().splitlines()]
+    assert consent[0]["consent"] is True
+    assert check_dataset(ds).problems == [] and not no_temp_files(ds)
