@@ -54,7 +54,7 @@ from collect import phrases
 from collect.manifest import HUMAN, MANIFEST_NAME, NEGATIVE, ClipRow, now_iso, read_dataset, read_manifest
 from collect.quality import QualityLimits, TakeReport, check_take, level_dbfs, trim
 from features.audio import SAMPLE_RATE, sha256_file
-from features.errors import ConfigError, ManifestError
+from features.errors import ConfigError, DeviceError, ManifestError
 
 SESSION_FILE = "session.json"
 CONSENT_FILE = "consent.jsonl"
@@ -603,9 +603,7 @@ def play(audio: np.ndarray, device: str | int | None = None) -> None:
     try:
         sd.play(np.asarray(audio, np.float32), SAMPLE_RATE, device=device)
         sd.wait()
-    except sd.PortAudioError as exc:
-        from features.errors import DeviceError
-
+    except (sd.PortAudioError, ValueError) as exc:  # ValueError: sounddevice's "no device matching ..."
         raise DeviceError(f"cannot play back on output device {device or 'default'!r}: {exc}") from None
 
 
@@ -634,7 +632,10 @@ def run_session(session: Session, mic, frontend: Frontend, max_seconds: float = 
             continue
         if action == "play":
             if last is not None:
-                play(last.audio, output_device)
+                try:
+                    play(last.audio, output_device)
+                except DeviceError as exc:  # no speakers is no reason to end the session: recording still works
+                    frontend.message(f"{exc} (the take is unaffected; continue recording)")
             continue
         if action in ("redo", "bad"):
             if last is not None and last.row is not None:

@@ -481,3 +481,24 @@ def test_terminal_ui_questions_and_keys(pulse, tmp_path):
     consent = [json.loads(line) for line in (session / "consent.jsonl").read_text().splitlines()]
     assert consent[0]["consent"] is True
     assert check_dataset(ds).problems == [] and not no_temp_files(ds)
+
+
+def test_terminal_ui_playback_failure_does_not_end_the_session(pulse, tmp_path):
+    """p with an output device that does not exist: a message on the screen, and the session goes on (q quits, the take stays)."""
+    ds = tmp_path / "ds"
+    word = scene_file(tmp_path / "computer.wav", [say("computer")], lead=0.3)
+    kws = TerminalKws(["record", ds, "-k", "computer", "--takes", 2, "--negatives", 0, "--device", "pulse", "--output-device", "no-such-speaker",
+                       "--countdown", 0, "--speaker", "spk-009", "--accent", "en-US", "--gender", "", "--age-band", "", "--consent",
+                       "--seed", 7], pulse.env)
+    kws.wait_for("press space to record")
+    kws.type(" ")
+    kws.wait_for("recording: speak now")
+    player = pulse.play(word)
+    kws.wait_for("kept ✓")
+    player.wait(10)
+    kws.type("p")
+    kws.wait_for("cannot play back on output device 'no-such-speaker'")
+    kws.type("q")
+    assert kws.finish() == 0, kws.screen[-3000:]
+    assert "continue later with: kws record" in kws.screen
+    assert len(rows_of(ds)) == 1
