@@ -35,6 +35,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--decision-only", action="store_true", help="only the --tune-decision step, on an existing output folder")
     p.add_argument("--voices-only", action="store_true",
                    help="only add the FRR by pitch and spoken length to an existing output folder's report, from its saved test scores")
+    p.add_argument("--ensemble", nargs="+", metavar="CONFIG",
+                   help="only measure the averaged model of this config's finished run and these configs' runs (deploy/ensemble.py), "
+                        "written to <out>/<name>+<other names>")
     p.add_argument("--clip-probe", action="store_true",
                    help="only stream each real keyword clip alone through an existing output folder's models (deploy/clip_probe.py)")
     args = p.parse_args(argv)
@@ -46,6 +49,14 @@ def main(argv: list[str] | None = None) -> int:
 
         add_voice_bands(out, args.wake_words)
         print((out / "report.md").read_text())
+        return 0
+    if args.ensemble:
+        from deploy.benchmark_real import ensemble_benchmark
+
+        others = [BenchConfig.from_file(c).name for c in args.ensemble]
+        ensemble_benchmark(args.wake_words, [out, *(Path(args.out) / n for n in others)], Path(args.out) / "+".join([cfg.name, *others]),
+                           progress=not args.quiet)
+        print((Path(args.out) / "+".join([cfg.name, *others]) / "report.md").read_text())
         return 0
     if args.clip_probe:
         from deploy.clip_probe import probe_run

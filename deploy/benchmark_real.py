@@ -522,17 +522,12 @@ def run_rotation(rotation: str, wake_words: str, out_dir: str, cfg_dict: dict, d
     """
     import torch
 
-    from deploy.calibrate import calibrate_threshold
-    from deploy.evaluate import background_hours, det_curve, operating_points, stream_pass
     from deploy.export import export_model
-    from deploy.modelfile import KwsModel
-    from deploy.voice_bands import traits
     from train.loop import train
 
     cfg = BenchConfig.from_dict(cfg_dict)
     torch.set_num_threads(1)
     t0 = time.perf_counter()
-    seconds = {}
     out = Path(out_dir) / f"rotation-{rotation}"
     real_files = check_wake_words(wake_words)
     train_words, test_words = ROTATIONS[rotation]
@@ -542,8 +537,36 @@ def run_rotation(rotation: str, wake_words: str, out_dir: str, cfg_dict: dict, d
     mining = {}
     if cfg.mining:
         result, mining = mine_and_fine_tune(out, dataset, result.checkpoint, cfg, Path(data["train_read_aloud"]), progress, resume)
-    seconds["train"] = time.perf_counter() - t0
+    trained = time.perf_counter() - t0
     model_path = export_model(result.checkpoint, out / "model.onnx", **cfg.export)
+    measured = measure_rotation(rotation, model_path, dataset, cfg, data, real_files, progress)
+    return {
+        "rotation": rotation, "train_negative_folders": list(train_words) if cfg.real_negatives else [],
+        "test_background_folders": list(test_words),
+        "model": str(model_path), "train": {"best_epoch": result.best_epoch, "epochs_run": result.epochs_run,
+                                            "val_metrics": {k: result.val_metrics.get(k) for k in ("accuracy", "f1", "recall_at_far")},
+                                            "seconds": result.seconds},
+        "mining": mining,
+        **measured,
+        "seconds": {"train": trained, **measured["seconds"], "total": time.perf_counter() - t0},
+    }
+
+
+def measure_rotation(rotation: str, model_path: Path, dataset: Path, cfg: BenchConfig, data: dict, real_files: dict[str, list[Path]],
+                     progress: bool) -> dict:
+    """Calibrate an exported model on ``dataset``'s validation speakers, then run the rotation's test and accent streams.
+
+    Returns the report's ``calibration``, ``test``, ``det``, ``accents`` and
+    ``seconds`` of these steps; the test stream's scores are saved beside the model.
+    """
+    from deploy.calibrate import calibrate_threshold
+    from deploy.evaluate import background_hours, det_curve, operating_points, stream_pass
+    from deploy.modelfile import KwsModel
+    from deploy.voice_bands import traits
+
+    seconds = {}
+    out = Path(model_path).parent
+    _, test_words = ROTATIONS[rotation]
     t = time.perf_counter()
     calibration = calibrate_threshold(model_path, dataset, split="val", snr_db=cfg.snr_db, seed=cfg.seed, progress=progress,
                                       **cfg.calibration)
@@ -577,16 +600,9 @@ def run_rotation(rotation: str, wake_words: str, out_dir: str, cfg_dict: dict, d
     op05 = next(p for p in ops if p["target_fa_per_hour"] == 0.5)["threshold"]
     per_accent = accent_frr(accent_run, info, {"calibrated": chosen, "test_0.5_fa_per_hour": op05})
     seconds["accent_stream"] = time.perf_counter() - t
-    seconds["total"] = time.perf_counter() - t0
 
     return {
-        "rotation": rotation, "train_negative_folders": list(train_words) if cfg.real_negatives else [],
-        "test_background_folders": list(test_words),
-        "model": str(model_path), "train": {"best_epoch": result.best_epoch, "epochs_run": result.epochs_run,
-                                            "val_metrics": {k: result.val_metrics.get(k) for k in ("accuracy", "f1", "recall_at_far")},
-                                            "seconds": result.seconds},
         "calibration": calibration,
-        "mining": mining,
         "test": {"n_keywords": sum(e.is_keyword for e in run.events), "duration_s": run.duration_s, "background_hours": hours,
                  "n_background_clips": sum(not e.is_keyword for e in run.events), "snr_db": cfg.snr_db,
                  "realtime_factor": run.duration_s / run.seconds if run.seconds else None,
@@ -597,6 +613,46 @@ def run_rotation(rotation: str, wake_words: str, out_dir: str, cfg_dict: dict, d
         "accents": per_accent,
         "seconds": seconds,
     }
+
+
+def ensemble_benchmark(wake_words: str | Path, runs: list[str | Path], out: str | Path, progress: bool = True) -> dict:
+    """The averaged model of finished benchmark runs (``deploy.ensemble``), measured like one run, rotation by rotation.
+
+    ``runs`` are output folders of this benchmark with the same rotations and
+    data (their test streams are then the same); the first run's config
+    (calibration, streams) and each rotation's training dataset are used. The
+    members were trained without any real keyword clip, and the ensemble's
+    threshold is chosen on validation data, so the rules of the benchmark hold.
+    Writes ``<out>/report.{json,md}`` and plots; returns the report.
+    """
+    from deploy.benchmark_report import write_bench_report
+    from deploy.ensemble import make_ensemble
+
+    runs, out = [Path(r) for r in runs], Path(out)
+    reports = [json.loads((r / "report.json").read_text()) for r in runs]
+    if len(runs) < 2:
+        raise ConfigError("an ensemble needs at least two finished runs")
+    if any(r["data"] != reports[0]["data"] for r in reports):
+        raise ConfigError(f"runs {', '.join(map(str, runs))} used different data; their test streams would differ")
+    cfg = BenchConfig.from_dict(reports[0]["config"])
+    real_files = check_wake_words(wake_words)
+    started, results = time.perf_counter(), []
+    for rot in reports[0]["rotations"]:
+        rotation = rot["rotation"]
+        members = [r / f"rotation-{rotation}" / "model.onnx" for r in runs]
+        t0 = time.perf_counter()
+        model_path = make_ensemble(members, out / f"rotation-{rotation}" / "model.onnx", calibrate=False, progress=progress)
+        measured = measure_rotation(rotation, model_path, runs[0] / f"rotation-{rotation}" / "dataset", cfg, reports[0]["data"],
+                                    real_files, progress)
+        results.append({"rotation": rotation, "train_negative_folders": rot["train_negative_folders"],
+                        "test_background_folders": rot["test_background_folders"], "model": str(model_path),
+                        "ensemble_of": [str(m) for m in members], "mining": {}, **measured,
+                        "seconds": {**measured["seconds"], "total": time.perf_counter() - t0}})
+    report = {"benchmark": "real-speech", "keyword": KEYWORD, "config": {**reports[0]["config"], "name": out.name},
+              "ensemble_of": [str(r) for r in runs], "quick": False, "wake_words": str(wake_words), "data": reports[0]["data"],
+              "rotations": results, "seconds": time.perf_counter() - started}
+    write_bench_report(report, out)
+    return report
 
 
 def mine_and_fine_tune(out: Path, dataset: Path, checkpoint: Path, cfg: BenchConfig, read_folder: Path, progress: bool,

@@ -63,7 +63,8 @@ def markdown(report: dict) -> str:
         lines += ["", f"## Rotation {r['rotation']}", "",
                   f"- keywords in the test stream: {r['test']['n_keywords']}, background {r['test']['background_hours']:.2f} h "
                   f"({r['test']['n_background_clips']} clips), detector {r['test']['realtime_factor']:.0f}x real time",
-                  f"- training: best epoch {r['train']['best_epoch']} of {r['train']['epochs_run']}, {r['train']['seconds']:.0f} s",
+                  (f"- training: best epoch {r['train']['best_epoch']} of {r['train']['epochs_run']}, {r['train']['seconds']:.0f} s" if "train" in r
+                   else f"- ensemble (scores averaged) of: {', '.join(r['ensemble_of'])}"),
                   f"- calibration on validation: {json.dumps({k: r['calibration'][k] for k in ('threshold', 'frr', 'fa_per_hour', 'background_hours', 'n_keywords', 'met')})}"]
         if r.get("mining"):
             m = r["mining"]

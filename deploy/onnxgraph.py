@@ -14,7 +14,8 @@ load-time rewrites of the exported graph pay for themselves many times over:
   (the tests hold them to 1e-6 against the original graph).
 - ``merge_models``: several models that read the same input become one graph
   with one output per model, so one ``InferenceSession.run`` per hop scores
-  them all (``deploy.multi``).
+  them all (``deploy.multi``); ``average_models`` adds a mean of their
+  outputs, which makes an ensemble read like one model (``deploy.ensemble``).
 
 An ONNX file is a protobuf ``ModelProto``. This module decodes the protobuf
 wire format into ``Message`` objects (ordered lists of fields, the bytes of
@@ -383,6 +384,28 @@ def merge_models(models: list[bytes], shared_input: str, prefixes: list[str], ow
         graph0.remove(number)
     graph0.fields += [[GRAPH_NODE, LEN, n] for n in nodes] + [[GRAPH_INITIALIZER, LEN, t] for t in inits]
     graph0.fields += [[GRAPH_INPUT, LEN, v] for v in [shared_value] + own] + [[GRAPH_OUTPUT, LEN, v] for v in outputs]
+    return merged.encode()
+
+
+def average_models(models: list[bytes], shared_input: str) -> bytes:
+    """One graph whose outputs are the element-wise means of the models' same-named outputs: an ensemble.
+
+    The models run side by side on the shared input (``merge_models``) and a
+    ``Mean`` node per output averages them under the output's own name, so
+    the file reads exactly like one model of the members (same input, same
+    output names and shapes); the first model's header and metadata are kept.
+    The models must have the same outputs.
+    """
+    names = [[v.string(VALUE_NAME) for v in Message.parse(b).messages(MODEL_GRAPH)[0].messages(GRAPH_OUTPUT)] for b in models]
+    if len(models) < 2 or any(n != names[0] for n in names):
+        raise GraphError(f"an ensemble needs two or more models with the same outputs, got {names}")
+    prefixes = [f"member{i}/" for i in range(len(models))]
+    merged = Message.parse(merge_models(models, shared_input, prefixes))
+    graph = merged.messages(MODEL_GRAPH)[0]
+    first_outputs = Message.parse(models[0]).messages(MODEL_GRAPH)[0].messages(GRAPH_OUTPUT)
+    graph.remove(GRAPH_OUTPUT)
+    graph.fields += [[GRAPH_NODE, LEN, _node("Mean", [p + name for p in prefixes], [name], f"ensemble_mean/{name}")] for name in names[0]]
+    graph.fields += [[GRAPH_OUTPUT, LEN, v] for v in first_outputs]
     return merged.encode()
 
 
