@@ -279,3 +279,58 @@ def test_pipeline_detect_eval_bench(tcresnet_model, tiny_dataset, tmp_path):
     assert engine["parameters"] == KwsModel(tcresnet_model).info.metadata["n_parameters"]
     assert engine["model_macs_per_s"] == pytest.approx(window_macs * 12.5)  # one window every 80 ms hop
     assert engine["macs_per_s"] > engine["model_macs_per_s"]  # plus the MFCC front end
+
+
+# ----------------------------------------------------------------------------- an ensemble of the two architectures
+
+
+def test_ensemble_of_the_two_architectures(keyword_model, tcresnet_model, tiny_dataset, tmp_path):
+    """``kws ensemble`` on the tiny DS-CNN and TC-ResNet: one file whose scores are the members' mean, calibrated, run by the detector."""
+    import shutil
+
+    from typer.testing import CliRunner
+
+    import deploy.cli.export  # noqa: F401  (registers the command)
+    from deploy.cli.app import app
+    from deploy.detector import Detector
+    from deploy.ensemble import make_ensemble
+    from deploy.export import update_metadata
+    from features.audio import load_audio
+    from features.errors import ModelError
+
+    out = tmp_path / "ens.onnx"
+    r = CliRunner().invoke(app, ["ensemble", str(keyword_model), str(tcresnet_model), "--out", str(out)])
+    assert r.exit_code == 0, r.output
+    assert "threshold" in r.output and "FRR" in r.output
+    ens, members = KwsModel(out), [KwsModel(keyword_model), KwsModel(tcresnet_model)]
+    recorded = ens.info.metadata["ensemble"]
+    assert [m["model"] for m in recorded] == ["dscnn", "tcresnet"] and all(len(m["sha256"]) == 64 for m in recorded)
+    assert ens.info.metadata["calibration"]["split"] == "val" and ens.info.threshold == ens.info.metadata["calibration"]["threshold"]
+    windows = check_windows({"feature_config": ens.info.feature_config.to_dict(), "dataset": str(tiny_dataset),
+                             "window_samples": ens.info.feature_config.samples_for_frames(ens.info.window_frames)}, None, limit=32)
+    member_scores = [m.predict(windows) for m in members]
+    assert np.max(np.abs(ens.predict(windows) - (member_scores[0] + member_scores[1]) / 2)) < 1e-6
+    assert np.abs(member_scores[0] - member_scores[1]).max() > 0.05  # the members differ, so the mean is a real test
+    # The detector runs it hop by hop like any model: its recorded scores are the members' mean there too.
+    audio = np.concatenate([np.zeros(8000, np.float32), *[load_audio(tiny_dataset / p) for p in _keyword_paths(tiny_dataset)[:3]]])
+    runs = []
+    for model in (ens, *members):
+        d = Detector(model, record_scores=True)
+        d.process(audio)
+        runs.append(np.stack(d.scores))
+    assert np.max(np.abs(runs[0] - (runs[1] + runs[2]) / 2)) < 1e-5
+    # Members that do not fit together are refused, naming what differs.
+    odd = tmp_path / "odd.onnx"
+    shutil.copy(keyword_model, odd)
+    update_metadata(odd, {"window_frames": "50"})
+    with pytest.raises(ModelError, match="window_frames"):
+        make_ensemble([keyword_model, odd], tmp_path / "x.onnx", calibrate=False)
+    with pytest.raises(ModelError, match="at least two"):
+        make_ensemble([keyword_model], tmp_path / "x.onnx", calibrate=False)
+
+
+def _keyword_paths(dataset) -> list[str]:
+    from collect.manifest import read_dataset
+
+    rows, _ = read_dataset(dataset)
+    return [r.path for r in rows if r.label == "computer"]

@@ -1,4 +1,4 @@
-"""``kws export``: a training checkpoint to one ONNX file with its metadata and model card."""
+"""``kws export``: a training checkpoint to one ONNX file with its metadata and model card; ``kws ensemble``: several as one."""
 
 from pathlib import Path
 from typing import Optional
@@ -22,13 +22,35 @@ def export(
 ) -> None:
     """Export a checkpoint; the export fails if ONNX and PyTorch disagree on real clips."""
     from deploy.export import export_model
-    from deploy.modelcard import card_path
-    from deploy.modelfile import KwsModel
 
     path = export_model(
         checkpoint, out, threshold=threshold, target_fa_per_hour=target_fa_per_hour, smoothing=smoothing, refractory_s=refractory, hop_frames=hop_frames, check_audio=check_audio,
         int8=int8,
     )
+    _describe(path)
+    if int8:
+        from deploy.quantize import int8_path, int8_summary
+
+        typer.echo(f"int8:  {int8_path(path)} ({int8_path(path).stat().st_size / 1024:.0f} KiB); {int8_summary(path)}")
+
+
+@app.command()
+def ensemble(
+    models: list[Path] = typer.Argument(..., help="Two or more exported models (kws export) with the same labels, features, window and hop."),
+    out: Path = typer.Option(..., "--out", "-o", help="ONNX file to write."),
+    target_fa_per_hour: float = typer.Option(1.0, min=0.0, help="Choose the threshold with the lowest miss rate at this many false accepts per hour on the validation speakers of the first model's dataset."),
+) -> None:
+    """One model that averages the scores of several: the detector, listener and evaluation run it like any model."""
+    from deploy.ensemble import make_ensemble
+
+    _describe(make_ensemble(models, out, target_fa_per_hour=target_fa_per_hour))
+
+
+def _describe(path: Path) -> None:
+    """Print where the model and its card are, and the calibrated operating point."""
+    from deploy.modelcard import card_path
+    from deploy.modelfile import KwsModel
+
     typer.echo(f"model: {path} ({path.stat().st_size / 1024:.0f} KiB)")
     typer.echo(f"card:  {card_path(path)}")
     calibration = KwsModel(path).info.metadata.get("calibration")
@@ -37,7 +59,3 @@ def export(
             f"threshold {calibration['threshold']:.4f} (smoothing {calibration['smoothing']}): FRR {100 * calibration['frr']:.1f}% at {calibration['fa_per_hour']:.2f} false accepts/hour "
             f"on the validation speakers ({calibration['n_keywords']} keywords, {60 * calibration['background_hours']:.0f} min of background)"
         )
-    if int8:
-        from deploy.quantize import int8_path, int8_summary
-
-        typer.echo(f"int8:  {int8_path(path)} ({int8_path(path).stat().st_size / 1024:.0f} KiB); {int8_summary(path)}")
