@@ -10,8 +10,9 @@ the members' summed cost.
 
 The members must agree on what the detector feeds them and what they say:
 labels, MFCC settings, window and hop. The ensemble keeps the first member's
-metadata (its training dataset is where the threshold is calibrated) and
-records every member's file digest and model under ``ensemble``. Its
+metadata (its training dataset is where the threshold is calibrated), with
+the members' parameters summed, and records every member's file digest and
+model under ``ensemble``. Its
 threshold and smoothing are chosen anew on the validation speakers' stream
 (``deploy.calibrate``): a mean of scores has its own scale.
 """
@@ -62,7 +63,8 @@ def make_ensemble(members: list[str | Path], out: str | Path, *, calibrate: bool
         Path(tmp).unlink(missing_ok=True)
     record = [{"path": str(m.path), "sha256": sha256_file(m.path), "model": m.info.metadata.get("model_name"),
                "threshold": m.info.threshold} for m in models]
-    update_metadata(out, {"ensemble": json.dumps(record, sort_keys=True)})
+    n_parameters = sum(int(m.info.metadata.get("n_parameters", 0)) for m in models)  # the cost of the file, not of its first member
+    update_metadata(out, {"ensemble": json.dumps(record, sort_keys=True), "n_parameters": str(n_parameters)})
     KwsModel(out)  # it opens and reads as a model, or this raises naming the file
     if calibrate:
         from deploy.calibrate import calibrate_threshold

@@ -305,6 +305,7 @@ def test_ensemble_of_the_two_architectures(keyword_model, tcresnet_model, tiny_d
     ens, members = KwsModel(out), [KwsModel(keyword_model), KwsModel(tcresnet_model)]
     recorded = ens.info.metadata["ensemble"]
     assert [m["model"] for m in recorded] == ["dscnn", "tcresnet"] and all(len(m["sha256"]) == 64 for m in recorded)
+    assert ens.info.metadata["n_parameters"] == sum(m.info.metadata["n_parameters"] for m in members)
     assert ens.info.metadata["calibration"]["split"] == "val" and ens.info.threshold == ens.info.metadata["calibration"]["threshold"]
     windows = check_windows({"feature_config": ens.info.feature_config.to_dict(), "dataset": str(tiny_dataset),
                              "window_samples": ens.info.feature_config.samples_for_frames(ens.info.window_frames)}, None, limit=32)
