@@ -43,11 +43,17 @@ def make_ensemble(members: list[str | Path], out: str | Path, *, calibrate: bool
         raise ModelError("an ensemble needs at least two models")
     models = [KwsModel(m, stream=False) for m in members]
     first = models[0].info
+    for m in models:
+        if "stream" in m.info.metadata:  # the file would carry one member's streaming graph, which the detector would run alone
+            raise ModelError(f"{m.path} is a streaming model: an ensemble averages window graphs only")
     for m in models[1:]:
         for key in MATCHING:
             if m.info.metadata.get(key) != first.metadata.get(key):
                 raise ModelError(f"{m.path} and {models[0].path} differ in {key}: an ensemble's members must share "
                                  f"{', '.join(MATCHING)}")
+    dataset = first.metadata.get("dataset")
+    if calibrate and (not dataset or not Path(dataset).is_dir()):  # checked before anything is written
+        raise ModelError(f"cannot calibrate the ensemble: {models[0].path}'s training dataset {dataset!r} is not here")
     try:
         graph = average_models([m.path.read_bytes() for m in models], INPUT_NAME)
     except GraphError as exc:
@@ -69,9 +75,6 @@ def make_ensemble(members: list[str | Path], out: str | Path, *, calibrate: bool
     if calibrate:
         from deploy.calibrate import calibrate_threshold
 
-        dataset = first.metadata.get("dataset")
-        if not dataset or not Path(dataset).is_dir():
-            raise ModelError(f"cannot calibrate the ensemble: {models[0].path}'s training dataset {dataset!r} is not here")
         calibrate_threshold(out, dataset, target_fa_per_hour=target_fa_per_hour, background_minutes=background_minutes,
                             snr_db=snr_db, seed=seed, progress=progress)
     else:

@@ -284,7 +284,7 @@ def test_pipeline_detect_eval_bench(tcresnet_model, tiny_dataset, tmp_path):
 # ----------------------------------------------------------------------------- an ensemble of the two architectures
 
 
-def test_ensemble_of_the_two_architectures(keyword_model, tcresnet_model, tiny_dataset, tmp_path):
+def test_ensemble_of_the_two_architectures(keyword_model, tcresnet_model, stream_model, tiny_dataset, tmp_path):
     """``kws ensemble`` on the tiny DS-CNN and TC-ResNet: one file whose scores are the members' mean, calibrated, run by the detector."""
     import shutil
 
@@ -328,6 +328,14 @@ def test_ensemble_of_the_two_architectures(keyword_model, tcresnet_model, tiny_d
         make_ensemble([keyword_model, odd], tmp_path / "x.onnx", calibrate=False)
     with pytest.raises(ModelError, match="at least two"):
         make_ensemble([keyword_model], tmp_path / "x.onnx", calibrate=False)
+    with pytest.raises(ModelError, match="streaming model"):
+        make_ensemble([keyword_model, stream_model], tmp_path / "x.onnx", calibrate=False)
+    homeless = tmp_path / "homeless.onnx"  # a model whose training dataset is not on this machine: nothing is written
+    shutil.copy(keyword_model, homeless)
+    update_metadata(homeless, {"dataset": json.dumps(str(tmp_path / "gone"))})
+    with pytest.raises(ModelError, match="training dataset"):
+        make_ensemble([homeless, tcresnet_model], tmp_path / "y.onnx")
+    assert not (tmp_path / "x.onnx").exists() and not (tmp_path / "y.onnx").exists()
 
 
 def _keyword_paths(dataset) -> list[str]:
