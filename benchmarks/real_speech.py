@@ -54,9 +54,9 @@ def main(argv: list[str] | None = None) -> int:
         from deploy.benchmark_real import ensemble_benchmark
 
         others = [BenchConfig.from_file(c).name for c in args.ensemble]
-        ensemble_benchmark(args.wake_words, [out, *(Path(args.out) / n for n in others)], Path(args.out) / "+".join([cfg.name, *others]),
-                           progress=not args.quiet)
-        print((Path(args.out) / "+".join([cfg.name, *others]) / "report.md").read_text())
+        ensemble_out = Path(args.out) / "+".join([cfg.name, *others])
+        ensemble_benchmark(args.wake_words, [out, *(Path(args.out) / n for n in others)], ensemble_out, progress=not args.quiet)
+        print((ensemble_out / "report.md").read_text())
         return 0
     if args.clip_probe:
         from deploy.clip_probe import probe_run

@@ -460,6 +460,14 @@ def saved_test_run(rotation_dir: Path):
     return StreamRun(events, duration, saved["times"], saved["scores"], [], 0.0)
 
 
+def finished_report(out: str | Path, option: str) -> dict:
+    """The ``report.json`` of a finished run in ``out``, or a ``ConfigError`` saying that ``option`` needs one there."""
+    path = Path(out) / "report.json"
+    if not path.is_file():
+        raise ConfigError(f"{Path(out)}: no report.json; {option} needs a finished benchmark run there")
+    return json.loads(path.read_text())
+
+
 def add_voice_bands(out: str | Path, wake_words: str | Path) -> dict:
     """Add the pitch and spoken-length table (``voice_frr_at``) to a finished run's report, from its saved test scores.
 
@@ -471,7 +479,7 @@ def add_voice_bands(out: str | Path, wake_words: str | Path) -> dict:
     from deploy.voice_bands import traits
 
     out = Path(out)
-    report = json.loads((out / "report.json").read_text())
+    report = finished_report(out, "--voices-only")
     keywords = load_real_clips(check_wake_words(wake_words)[KEYWORD], KEYWORD)
     voice_traits = {c.row.path: traits(c.audio, SAMPLE_RATE) for c in keywords}
     for r in report["rotations"]:
@@ -629,9 +637,9 @@ def ensemble_benchmark(wake_words: str | Path, runs: list[str | Path], out: str 
     from deploy.ensemble import make_ensemble
 
     runs, out = [Path(r) for r in runs], Path(out)
-    reports = [json.loads((r / "report.json").read_text()) for r in runs]
     if len(runs) < 2:
         raise ConfigError("an ensemble needs at least two finished runs")
+    reports = [finished_report(r, "--ensemble") for r in runs]
     if any(r["data"] != reports[0]["data"] for r in reports):
         raise ConfigError(f"runs {', '.join(map(str, runs))} used different data; their test streams would differ")
     cfg = BenchConfig.from_dict(reports[0]["config"])

@@ -18,8 +18,9 @@ score), and ask three questions of a finished run:
   almost nothing against those the run detects.
 
 Thresholds are the run's own: the report's 0.5 FA/h operating point on the
-test stream, or the calibrated threshold when no threshold met 0.5 FA/h. Writes ``clip_probe.json`` and ``clip_probe.md`` beside the
-report (``benchmarks/real_speech.py --clip-probe``).
+test stream, or the calibrated threshold when no threshold met 0.5 FA/h.
+Writes ``clip_probe.json`` and ``clip_probe.md`` beside the report
+(``benchmarks/real_speech.py --clip-probe``).
 """
 
 from __future__ import annotations
@@ -29,7 +30,8 @@ from pathlib import Path
 
 import numpy as np
 
-LONG_S = 0.8  # spoken span from which a clip counts as long (the voice table's 0.8-1.0 s and 1.0 s-and-over bands)
+from deploy.voice_bands import LONG_S  # spoken span from which a clip counts as long (the voice table's top two bands)
+
 STRETCH_RATES = (1.25, 1.5)  # time compression of the long clips (1.5: two thirds of the length)
 NEGATIVE_FIRING = 0.01  # share of real negative clips allowed to fire at the probe's own threshold
 LOW_SCORE = 0.05  # a clip peaking below this is one the model does not know at all
@@ -108,14 +110,11 @@ def probe_markdown(name: str, probes: dict[str, dict]) -> str:
 
 def probe_run(out: str | Path, wake_words: str | Path, progress: bool = True) -> dict:
     """Run the checks on every rotation of a finished benchmark output folder; writes ``clip_probe.{json,md}`` there."""
-    from deploy.benchmark_real import KEYWORD, ROTATIONS, check_wake_words, load_real_clips
+    from deploy.benchmark_real import KEYWORD, ROTATIONS, check_wake_words, finished_report, load_real_clips
     from deploy.modelfile import KwsModel
-    from features.errors import ConfigError
 
     out = Path(out)
-    if not (out / "report.json").is_file():
-        raise ConfigError(f"{out}: no report.json; --clip-probe needs a finished benchmark run there")
-    report = json.loads((out / "report.json").read_text())
+    report = finished_report(out, "--clip-probe")
     files = check_wake_words(wake_words)
     keywords = load_real_clips(files[KEYWORD], KEYWORD)
     probes = {}

@@ -186,7 +186,8 @@ def test_clip_probe_of_a_finished_run(tmp_path, tiny_dataset, keyword_model):
     import librosa
 
     from deploy.clip_probe import LONG_S, probe_run
-    from deploy.evaluate import clip_pass
+    from deploy.benchmark_real import ensemble_benchmark
+    from deploy.evaluate import EvalClip, clip_pass
     from deploy.modelfile import KwsModel
     from deploy.voice_bands import spoken_seconds
     from features.audio import load_audio
@@ -205,8 +206,10 @@ def test_clip_probe_of_a_finished_run(tmp_path, tiny_dataset, keyword_model):
     for i, r in enumerate(other):
         sf.write(ww / OTHER_WORDS[i % 4] / f"{i:08x}-other.flac", load_audio(tiny_dataset / r.path), 16000)
     out = tmp_path / "run"
-    with pytest.raises(ConfigError, match="no report.json"):
+    with pytest.raises(ConfigError, match="no report.json; --clip-probe needs"):
         probe_run(out, ww, progress=False)
+    with pytest.raises(ConfigError, match="no report.json; --ensemble needs"):
+        ensemble_benchmark(ww, [out, tmp_path / "other"], tmp_path / "both", progress=False)
     (out / "rotation-A").mkdir(parents=True)
     (out / "rotation-A" / "model.onnx").write_bytes(Path(keyword_model).read_bytes())
     report = {"rotations": [{"rotation": "A", "calibration": {"threshold": 0.8},
@@ -224,5 +227,11 @@ def test_clip_probe_of_a_finished_run(tmp_path, tiny_dataset, keyword_model):
     assert probe["long_clips"]["n"] == len(long) >= 3
     assert probe["long_clips"]["recall_at_threshold"]["as recorded"] == pytest.approx(np.mean(peaks[long] >= 0.5), abs=1e-4)
     assert set(probe["long_clips"]["recall_at_threshold"]) == {"as recorded", "compressed x1.25", "compressed x1.5"}
+    compressed = [EvalClip(keywords[i].row, librosa.effects.time_stretch(keywords[i].audio, rate=1.5), 1) for i in long]
+    compressed_peaks = np.array([r["max_score"] for r in clip_pass(KwsModel(keyword_model), compressed, progress=False)])
+    assert probe["long_clips"]["recall_at_threshold"]["compressed x1.5"] == pytest.approx(np.mean(compressed_peaks >= 0.5), abs=1e-4)
+    negatives = [c for w in ROTATIONS["A"][1] for c in load_real_clips(check_wake_words(ww)[w], w)]
+    neg_peaks = np.array([r["max_score"] for r in clip_pass(KwsModel(keyword_model), negatives, progress=False)])
+    assert probe["threshold_1pct_negatives"] == pytest.approx(np.quantile(neg_peaks, 0.99), abs=1e-4)
     md = (out / "clip_probe.md").read_text()
     assert "rotation A" in md and f"{probe['median_peak']}" in md
