@@ -3,17 +3,23 @@
 Why it is built this way (issue 4, "Accurate for real people"):
 
 - **No real keyword ever in training or threshold choice.** The model is
-  trained from ``collect.synth`` voices plus real clips of *other* wake words
-  as negatives; its threshold is chosen by ``deploy.calibrate`` on the
-  validation speakers of that training dataset. The real "computer" clips
-  appear only in the test streams.
+  trained from ``collect.synth`` voices, with or without real clips of
+  *other* wake words as negatives (``real_negatives``); its threshold is
+  chosen by ``deploy.calibrate`` on the validation speakers of that training
+  dataset. The real "computer" clips appear only in the test streams.
 - **Rotation of the real negatives.** The four other folders of the
-  Picovoice wake-word set are split in two halves. Rotation A trains with
-  ``jarvis`` + ``smart_mirror`` as negatives and counts false accepts on a
-  background of ``snowboy`` + ``view_glass``; rotation B the reverse. So no
-  background speech is both trained on and counted as a false accept, and the
-  two rotations show how much the figures depend on which real speech the
-  model happened to see.
+  Picovoice wake-word set are split in two halves. Rotation A uses
+  ``jarvis`` + ``smart_mirror`` on the training side and counts false accepts
+  on a background of ``snowboy`` + ``view_glass``; rotation B the reverse. So
+  no background speech is both trained on (or calibrated on) and counted as
+  a false accept. With ``real_negatives`` true the training-side folders are
+  training negatives, and the two rotations show how much the figures depend
+  on which real speech the model happened to see. With ``"validation"`` they
+  join only the calibration stream: the training data are then the same in
+  both rotations, so one model is trained (``shared_training``) and each
+  rotation calibrates and tests it. ``false`` calibrates on synthetic speech
+  alone, which proved too easy: the threshold it picks gives about 10 FA/h on
+  real speech for a 0.5 FA/h target.
 - **Picovoice-style streams.** Every real "computer" clip is inserted into
   long background audio (the test-side real clips plus *read-aloud* speech:
   several sentences of ``benchmarks/background_text.txt`` per take, text the
@@ -87,7 +93,9 @@ class BenchConfig:
     engines: tuple = ("espeak",)  # synthesis engines of the training and held-out voices (collect.synth.SESSIONS)
     train_config: str | dict = "default.json"  # a file under configs/ (or a path), or an inline TrainConfig dict
     train_overrides: dict = field(default_factory=dict)  # settings changed on top of train_config ("augment.max_warp": 0.2)
-    real_negatives: bool = True  # add the rotation's training-side real folders as negatives
+    # True: the rotation's training-side real folders are training negatives. False: training is synthetic only.
+    # "validation": synthetic-only training, and the training-side real folders join the calibration stream only.
+    real_negatives: bool | str = True
     # false-accept mining and fine-tuning, "rounds" times (deploy.mine); {} = off. Keys: MINING_DEFAULTS
     mining: dict = field(default_factory=dict)
     export: dict = field(default_factory=lambda: {"smoothing": 3, "refractory_s": 1.0})
@@ -129,6 +137,8 @@ class BenchConfig:
             if isinstance(rounds, bool) or not isinstance(rounds, int) or rounds < 1:
                 raise ConfigError(f"benchmark config: mining.rounds must be a whole number >= 1, got {rounds!r}")
         cfg = cls(**d)
+        if not (isinstance(cfg.real_negatives, bool) or cfg.real_negatives == "validation"):
+            raise ConfigError(f"benchmark config: real_negatives must be true, false or \"validation\", got {cfg.real_negatives!r}")
         for r in cfg.rotations:
             if r not in ROTATIONS:
                 raise ConfigError(f"benchmark config: unknown rotation {r!r}; known: {', '.join(ROTATIONS)}")
@@ -150,6 +160,11 @@ class BenchConfig:
                        accent_background_minutes=3.0, heldout_voices_per_accent=2, heldout_takes=2,
                        read_aloud_voices_per_accent=1, read_aloud_takes_per_voice=2,
                        mining={**self.mining, "epochs": 1, "read_aloud_takes": 1} if self.mining else {})
+
+    @property
+    def trains_on_real(self) -> bool:
+        """Whether the training data hold real speech, and so differ by rotation (else one training serves every rotation)."""
+        return self.real_negatives is True
 
     def train_config_obj(self):
         from train.config import TrainConfig
@@ -523,15 +538,60 @@ def finished_run(run_dir: Path, dataset: Path, train_config):
                      labels=list(ckpt["labels"]), data_digest=ckpt["data_digest"], history=[])
 
 
-def run_rotation(rotation: str, wake_words: str, out_dir: str, cfg_dict: dict, data: dict, progress: bool, resume: bool = False) -> dict:
-    """Train, export, calibrate and test one rotation; returns its part of the report (JSON-ready).
+def train_model(out: Path, dataset: Path, cfg: BenchConfig, data: dict, progress: bool, resume: bool) -> tuple:
+    """The first training into ``out/train``, then the mining rounds if configured; returns the last ``RunResult`` and the mining record."""
+    from train.loop import train
+
+    result = (resume and finished_run(out / "train", dataset, cfg.train_config_obj())) or train(dataset, cfg.train_config_obj(), out / "train", progress=progress)
+    mining = {}
+    if cfg.mining:
+        result, mining = mine_and_fine_tune(out, dataset, result.checkpoint, cfg, Path(data["train_read_aloud"]), progress, resume)
+    return result, mining
+
+
+def _train_record(result) -> dict:
+    return {"best_epoch": result.best_epoch, "epochs_run": result.epochs_run,
+            "val_metrics": {k: result.val_metrics.get(k) for k in ("accuracy", "f1", "recall_at_far")}, "seconds": result.seconds}
+
+
+def shared_training(wake_words: str, out_dir: str, cfg_dict: dict, data: dict, progress: bool, resume: bool = False) -> dict:
+    """One training for every rotation, in ``<out>/shared``, when the training data hold no real speech (so no rotation differs).
+
+    Returns what ``run_rotation`` needs: the dataset, the final checkpoint,
+    and the training and mining records (JSON-ready).
+    """
+    cfg = BenchConfig.from_dict(cfg_dict)
+    t0 = time.perf_counter()
+    out = Path(out_dir) / "shared"
+    dataset = rotation_dataset(out / "dataset", Path(data["synth"]), check_wake_words(wake_words), ())
+    result, mining = train_model(out, dataset, cfg, data, progress, resume)
+    return {"dataset": str(dataset), "checkpoint": str(result.checkpoint), "train": _train_record(result), "mining": mining,
+            "seconds": time.perf_counter() - t0}
+
+
+def _link_dataset(link: Path, dataset: Path) -> Path:
+    """``link`` made a symbolic link to the shared ``dataset`` (replacing a rotation's own dataset of an earlier layout)."""
+    import shutil
+
+    if link.is_symlink() or link.is_file():
+        link.unlink()
+    elif link.is_dir():
+        shutil.rmtree(link)
+    link.parent.mkdir(parents=True, exist_ok=True)
+    os.symlink(dataset.resolve(), link)
+    return link
+
+
+def run_rotation(rotation: str, wake_words: str, out_dir: str, cfg_dict: dict, data: dict, progress: bool, resume: bool = False,
+                 shared: dict | None = None) -> dict:
+    """Train (or take the ``shared`` training), export, calibrate and test one rotation; returns its part of the report (JSON-ready).
 
     ``resume``: reuse the rotation's earlier trainings (first round, fine-tuning) when they match (``finished_run``).
+    ``shared``: ``shared_training``'s result, required when the config trains on no real speech.
     """
     import torch
 
     from deploy.export import export_model
-    from train.loop import train
 
     cfg = BenchConfig.from_dict(cfg_dict)
     torch.set_num_threads(1)
@@ -539,22 +599,22 @@ def run_rotation(rotation: str, wake_words: str, out_dir: str, cfg_dict: dict, d
     out = Path(out_dir) / f"rotation-{rotation}"
     real_files = check_wake_words(wake_words)
     train_words, test_words = ROTATIONS[rotation]
-    dataset = rotation_dataset(out / "dataset", Path(data["synth"]), real_files, train_words if cfg.real_negatives else ())
-
-    result = (resume and finished_run(out / "train", dataset, cfg.train_config_obj())) or train(dataset, cfg.train_config_obj(), out / "train", progress=progress)
-    mining = {}
-    if cfg.mining:
-        result, mining = mine_and_fine_tune(out, dataset, result.checkpoint, cfg, Path(data["train_read_aloud"]), progress, resume)
+    if cfg.trains_on_real:
+        dataset = rotation_dataset(out / "dataset", Path(data["synth"]), real_files, train_words)
+        result, mining = train_model(out, dataset, cfg, data, progress, resume)
+        checkpoint, train_record = result.checkpoint, _train_record(result)
+    else:
+        if shared is None:
+            raise ConfigError("a config that trains on no real speech shares one training between rotations: pass shared_training's result")
+        dataset = _link_dataset(out / "dataset", Path(shared["dataset"]))  # where the rotation's readers (decision lever, ensembles) look
+        checkpoint, train_record, mining = Path(shared["checkpoint"]), {**shared["train"], "shared": True}, shared["mining"]
     trained = time.perf_counter() - t0
-    model_path = export_model(result.checkpoint, out / "model.onnx", **cfg.export)
+    model_path = export_model(checkpoint, out / "model.onnx", **cfg.export)
     measured = measure_rotation(rotation, model_path, dataset, cfg, data, real_files, progress)
     return {
-        "rotation": rotation, "train_negative_folders": list(train_words) if cfg.real_negatives else [],
-        "test_background_folders": list(test_words),
-        "model": str(model_path), "train": {"best_epoch": result.best_epoch, "epochs_run": result.epochs_run,
-                                            "val_metrics": {k: result.val_metrics.get(k) for k in ("accuracy", "f1", "recall_at_far")},
-                                            "seconds": result.seconds},
-        "mining": mining,
+        "rotation": rotation, "train_negative_folders": list(train_words) if cfg.trains_on_real else [],
+        "validation_negative_folders": list(train_words) if cfg.real_negatives == "validation" else [],
+        "test_background_folders": list(test_words), "model": str(model_path), "train": train_record, "mining": mining,
         **measured,
         "seconds": {"train": trained, **measured["seconds"], "total": time.perf_counter() - t0},
     }
@@ -564,7 +624,9 @@ def measure_rotation(rotation: str, model_path: Path, dataset: Path, cfg: BenchC
                      progress: bool) -> dict:
     """Calibrate an exported model on ``dataset``'s validation speakers, then run the rotation's test and accent streams.
 
-    Returns the report's ``calibration``, ``test``, ``det``, ``accents`` and
+    With ``real_negatives`` "validation", the rotation's training-side real
+    folders join the calibration stream's background: real speech the model
+    never trained on, and never the test background. Returns the report's ``calibration``, ``test``, ``det``, ``accents`` and
     ``seconds`` of these steps; the test stream's scores are saved beside the model.
     """
     from deploy.calibrate import calibrate_threshold
@@ -574,10 +636,11 @@ def measure_rotation(rotation: str, model_path: Path, dataset: Path, cfg: BenchC
 
     seconds = {}
     out = Path(model_path).parent
-    _, test_words = ROTATIONS[rotation]
+    train_words, test_words = ROTATIONS[rotation]
     t = time.perf_counter()
+    real_val = [c for w in train_words for c in load_real_clips(real_files[w], w)] if cfg.real_negatives == "validation" else []
     calibration = calibrate_threshold(model_path, dataset, split="val", snr_db=cfg.snr_db, seed=cfg.seed, progress=progress,
-                                      **cfg.calibration)
+                                      extra_background=real_val, **cfg.calibration)
     seconds["calibrate"] = time.perf_counter() - t
     model = KwsModel(model_path)
     info = model.info
@@ -653,6 +716,7 @@ def ensemble_benchmark(wake_words: str | Path, runs: list[str | Path], out: str 
         measured = measure_rotation(rotation, model_path, runs[0] / f"rotation-{rotation}" / "dataset", cfg, reports[0]["data"],
                                     real_files, progress)
         results.append({"rotation": rotation, "train_negative_folders": rot["train_negative_folders"],
+                        "validation_negative_folders": rot.get("validation_negative_folders", []),
                         "test_background_folders": rot["test_background_folders"], "model": str(model_path),
                         "ensemble_of": [str(m) for m in members], "mining": {}, **measured,
                         "seconds": {**measured["seconds"], "total": time.perf_counter() - t0}})
@@ -734,15 +798,18 @@ def run_benchmark(wake_words: str | Path, out_root: str | Path = "runs/bench-rea
     data = prepare_data(out_root, cfg, progress)
     cfg_dict = json.loads(json.dumps(asdict(cfg)))
     rotations = list(cfg.rotations)
+    shared = None if cfg.trains_on_real else shared_training(str(wake_words), str(out), cfg_dict, data, progress, resume)
     if jobs > 1 and len(rotations) > 1:
         import multiprocessing
 
         with ProcessPoolExecutor(max_workers=min(jobs, len(rotations)), mp_context=multiprocessing.get_context("spawn")) as pool:
-            futures = [pool.submit(run_rotation, r, str(wake_words), str(out), cfg_dict, data, progress, resume) for r in rotations]
+            futures = [pool.submit(run_rotation, r, str(wake_words), str(out), cfg_dict, data, progress, resume, shared) for r in rotations]
             results = [f.result() for f in futures]
     else:
-        results = [run_rotation(r, str(wake_words), str(out), cfg_dict, data, progress, resume) for r in rotations]
+        results = [run_rotation(r, str(wake_words), str(out), cfg_dict, data, progress, resume, shared) for r in rotations]
     report = {"benchmark": "real-speech", "keyword": KEYWORD, "config": cfg_dict, "quick": quick, "wake_words": str(wake_words),
               "data": data, "rotations": results, "seconds": time.perf_counter() - started}
+    if shared:
+        report["shared_training"] = shared
     write_bench_report(report, out)
     return report

@@ -24,6 +24,14 @@ def _thr(x) -> str:
     return "none" if x is None else f"{x:.6g}"
 
 
+def _negatives(rotation: dict) -> str:
+    """The real folders a rotation's model met: as training negatives, or only in its calibration stream."""
+    if rotation["train_negative_folders"]:
+        return "+".join(rotation["train_negative_folders"])
+    val = rotation.get("validation_negative_folders")
+    return f"(none; calibration: {'+'.join(val)})" if val else "(none)"
+
+
 def summary_rows(report: dict) -> list[list[str]]:
     """One row per rotation: FRR at 0.5 and 0.1 FA/h, the calibrated threshold and what it gives on the test stream."""
     rows = []
@@ -33,7 +41,7 @@ def summary_rows(report: dict) -> list[list[str]]:
         acc = r["accents"].get("calibrated", {})
         ratio = acc.get("worst_over_best")
         rows.append([
-            r["rotation"], "+".join(r["train_negative_folders"]) or "(none)", "+".join(r["test_background_folders"]),
+            r["rotation"], _negatives(r), "+".join(r["test_background_folders"]),
             f"{r['test']['background_hours']:.2f}",
             f"{_pct(ops[0.5]['frr'])} (thr {_thr(ops[0.5]['threshold'])})", f"{_pct(ops[0.1]['frr'])} (thr {_thr(ops[0.1]['threshold'])})",
             f"{_thr(cal['threshold'])} (val: FRR {_pct(cal['frr'])}, {cal['fa_per_hour']:.2f} FA/h)",

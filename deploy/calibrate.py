@@ -23,11 +23,12 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 
-from deploy.evaluate import background_hours, det_curve, load_eval_clips, select_rows, stream_pass
+from deploy.evaluate import EvalClip, background_hours, det_curve, load_eval_clips, select_rows, stream_pass
 from deploy.modelfile import KwsModel
 from features.errors import ConfigError, ManifestError
 
@@ -57,9 +58,13 @@ def calibrate_threshold(
     seed: int = 0,
     progress: bool = True,
     write: bool = True,
+    extra_background: Sequence[EvalClip] = (),
 ) -> dict:
     """Pick the threshold for ``target_fa_per_hour`` on ``split`` streams of ``dataset``; write it into the model.
 
+    ``extra_background``: negative clips (truth 0) that join the stream's
+    background, such as real speech the model never trained on, when the
+    split's own negatives are too unlike the audio the model will meet.
     Returns ``{"threshold", "smoothing", "target_fa_per_hour", "frr", "fa_per_hour",
     "false_accepts", "background_hours", "n_keywords", "split", "met"}``.
     """
@@ -75,6 +80,10 @@ def calibrate_threshold(
     clips, _ = load_eval_clips(dataset, rows, info)
     if not any(c.truth for c in clips):
         raise ManifestError(f"{dataset}: no readable keyword clips of the {split} speakers to calibrate the threshold on")
+    keywords_in_extra = [c.row.path for c in extra_background if c.truth]
+    if keywords_in_extra:
+        raise ConfigError(f"extra calibration background must be negatives only; keyword clips given: {', '.join(keywords_in_extra[:3])}")
+    clips = clips + list(extra_background)
     run = stream_pass(model, clips, background_minutes=background_minutes, snr_db=snr_db, seed=seed + 7919, progress=progress)
     refractory_hops = int(round(info.refractory_s / info.hop_s))
     curve = [{**point, "smoothing": n} for n in SMOOTHING_CHOICES
@@ -93,6 +102,7 @@ def calibrate_threshold(
         "split": split,
         "seed": seed,
         "snr_db": snr_db,
+        "extra_background_clips": len(extra_background),
         "met": point["fa_per_hour"] <= target_fa_per_hour,
     }
     if not result["met"]:

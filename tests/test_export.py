@@ -70,3 +70,29 @@ def test_choose_threshold_prefers_low_frr_then_margin():
     assert choose_threshold(curve, 10.0)["threshold"] == 0.3
     # nothing meets the target: the fewest false accepts
     assert choose_threshold([{"threshold": 0.5, "frr": 0, "fa_per_hour": 5.0}, {"threshold": 0.8, "frr": 0.2, "fa_per_hour": 3.0}], 1.0)["threshold"] == 0.8
+
+
+def test_extra_calibration_background_joins_the_stream(keyword_model, tiny_dataset, tmp_path):
+    """Negatives the model fires on, added to the validation stream, make calibration pick a stricter threshold."""
+    import shutil
+    from dataclasses import replace
+
+    from collect.manifest import read_dataset
+    from deploy.calibrate import calibrate_threshold
+    from deploy.evaluate import EvalClip
+    from features.audio import load_audio
+    from features.errors import ConfigError
+
+    model = shutil.copy(keyword_model, tmp_path / "m.onnx")
+    val = set(KwsModel(model).info.metadata["splits"]["val"])
+    rows, _ = read_dataset(tiny_dataset)
+    # keyword takes of training speakers, passed as "other speech": audio the model scores high, labelled negative
+    fires = [EvalClip(replace(r, label="negative", kind="sentence"), load_audio(tiny_dataset / r.path), 0)
+             for r in rows if r.label == "computer" and r.speaker not in val][:30]
+    kwargs = dict(target_fa_per_hour=2.0, background_minutes=5.0, progress=False, write=False)
+    plain = calibrate_threshold(model, tiny_dataset, **kwargs)
+    harder = calibrate_threshold(model, tiny_dataset, extra_background=fires, **kwargs)
+    assert plain["extra_background_clips"] == 0 and harder["extra_background_clips"] == 30
+    assert harder["threshold"] > plain["threshold"]
+    with pytest.raises(ConfigError, match="negatives only"):
+        calibrate_threshold(model, tiny_dataset, extra_background=[replace(fires[0], truth=1)], **kwargs)

@@ -36,6 +36,25 @@ def _fake_folder(root: Path, n: int = 3) -> Path:
     return root
 
 
+def _wake_words_from(tiny_dataset: Path, ww: Path, stretch=None) -> Path:
+    """A wake-word folder of the tiny dataset's speech: 8 "computer" takes (the first 3 through ``stretch``), 2 clips per other word."""
+    from features.audio import load_audio
+
+    rows, _ = read_dataset(tiny_dataset)
+    said = [r for r in rows if r.label == KEYWORD][:8]
+    other = [r for r in rows if r.label == NEGATIVE and r.kind != "noise"][:8]
+    for word in (KEYWORD, *OTHER_WORDS):
+        (ww / word).mkdir(parents=True)
+    for i, r in enumerate(said):
+        audio = load_audio(tiny_dataset / r.path)
+        if i < 3 and stretch:  # drawn out past LONG_S
+            audio = stretch(audio)
+        sf.write(ww / KEYWORD / f"{i:08x}-computer.flac", audio, 16000)
+    for i, r in enumerate(other):
+        sf.write(ww / OTHER_WORDS[i % 4] / f"{i:08x}-other.flac", load_audio(tiny_dataset / r.path), 16000)
+    return ww
+
+
 def test_rotations_keep_training_negatives_out_of_the_test_background():
     for train_words, test_words in ROTATIONS.values():
         assert not set(train_words) & set(test_words)
@@ -190,21 +209,8 @@ def test_clip_probe_of_a_finished_run(tmp_path, tiny_dataset, keyword_model):
     from deploy.evaluate import EvalClip, clip_pass
     from deploy.modelfile import KwsModel
     from deploy.voice_bands import spoken_seconds
-    from features.audio import load_audio
 
-    rows, _ = read_dataset(tiny_dataset)
-    said = [r for r in rows if r.label == KEYWORD][:8]
-    other = [r for r in rows if r.label == NEGATIVE and r.kind != "noise"][:8]
-    ww = tmp_path / "ww"
-    for word in (KEYWORD, *OTHER_WORDS):
-        (ww / word).mkdir(parents=True)
-    for i, r in enumerate(said):
-        audio = load_audio(tiny_dataset / r.path)
-        if i < 3:  # drawn out past LONG_S
-            audio = librosa.effects.time_stretch(audio, rate=0.5)
-        sf.write(ww / KEYWORD / f"{i:08x}-computer.flac", audio, 16000)
-    for i, r in enumerate(other):
-        sf.write(ww / OTHER_WORDS[i % 4] / f"{i:08x}-other.flac", load_audio(tiny_dataset / r.path), 16000)
+    ww = _wake_words_from(tiny_dataset, tmp_path / "ww", stretch=lambda a: librosa.effects.time_stretch(a, rate=0.5))
     out = tmp_path / "run"
     with pytest.raises(ConfigError, match="no report.json; --clip-probe needs"):
         probe_run(out, ww, progress=False)
@@ -235,3 +241,44 @@ def test_clip_probe_of_a_finished_run(tmp_path, tiny_dataset, keyword_model):
     assert probe["threshold_1pct_negatives"] == pytest.approx(np.quantile(neg_peaks, 0.99), abs=1e-4)
     md = (out / "clip_probe.md").read_text()
     assert "rotation A" in md and f"{probe['median_peak']}" in md
+
+
+def test_real_negatives_setting_is_checked():
+    assert BenchConfig.from_dict({"real_negatives": "validation"}).trains_on_real is False
+    assert BenchConfig.from_dict({"real_negatives": False}).trains_on_real is False
+    assert BenchConfig().trains_on_real is True
+    for bad in ("yes", 1, None):
+        with pytest.raises(ConfigError, match="real_negatives must be"):
+            BenchConfig.from_dict({"real_negatives": bad})
+
+
+def test_rotation_of_a_shared_training_calibrates_on_its_training_side_real_speech(tmp_path, tiny_dataset, tiny_run):
+    """real_negatives "validation": the rotation uses the one shared model, and its training-side real clips join calibration only."""
+    from dataclasses import asdict
+
+    from deploy.benchmark_real import run_rotation
+
+    ww = _wake_words_from(tiny_dataset, tmp_path / "ww")
+    read = tmp_path / "read"  # read-aloud background: the tiny dataset's sessions without their keyword takes
+    for manifest in tiny_dataset.glob("*/manifest.jsonl"):
+        (read / manifest.parent.name).mkdir(parents=True)
+        for sub in manifest.parent.iterdir():
+            if sub.is_dir():
+                (read / manifest.parent.name / sub.name).symlink_to(sub)
+        lines = [ln for ln in manifest.read_text().splitlines() if json.loads(ln)["label"] != KEYWORD]
+        (read / manifest.parent.name / "manifest.jsonl").write_text("\n".join(lines) + "\n")
+    cfg = BenchConfig.from_dict({"real_negatives": "validation", "calibration": {"background_minutes": 2.0, "target_fa_per_hour": 2.0},
+                                 "test_background_minutes": 2.0, "accent_background_minutes": 1.0})
+    data = {"synth": str(tmp_path / "unused"), "read_aloud": str(read), "heldout": str(tiny_dataset)}
+    cfg_dict = json.loads(json.dumps(asdict(cfg)))
+    with pytest.raises(ConfigError, match="shares one training"):
+        run_rotation("A", str(ww), str(tmp_path / "run"), cfg_dict, data, progress=False)
+    shared = {"dataset": str(tiny_dataset), "checkpoint": str(tiny_run.checkpoint), "train": {"best_epoch": 1}, "mining": {}}
+    rot = run_rotation("A", str(ww), str(tmp_path / "run"), cfg_dict, data, progress=False, shared=shared)
+    assert rot["train_negative_folders"] == [] and rot["validation_negative_folders"] == list(ROTATIONS["A"][0])
+    assert rot["train"]["shared"] is True
+    n_train_side = sum(len(list((ww / w).glob("*.flac"))) for w in ROTATIONS["A"][0])
+    assert rot["calibration"]["extra_background_clips"] == n_train_side == 4
+    link = tmp_path / "run" / "rotation-A" / "dataset"
+    assert link.is_symlink() and link.resolve() == tiny_dataset.resolve()
+    assert rot["test"]["n_keywords"] == 8
