@@ -253,7 +253,10 @@ def test_real_negatives_setting_is_checked():
 
 
 def test_rotation_of_a_shared_training_calibrates_on_its_training_side_real_speech(tmp_path, tiny_dataset, tiny_run):
-    """real_negatives "validation": the rotation uses the one shared model, and its training-side real clips join calibration only."""
+    """real_negatives "validation": the rotation uses the one shared model, and its training-side real clips join calibration only.
+
+    Then the ensemble measurement of that finished run with a copy of itself (one rotation's streams cost seconds here).
+    """
     from dataclasses import asdict
 
     from deploy.benchmark_real import run_rotation
@@ -282,3 +285,23 @@ def test_rotation_of_a_shared_training_calibrates_on_its_training_side_real_spee
     link = tmp_path / "run" / "rotation-A" / "dataset"
     assert link.is_symlink() and link.resolve() == tiny_dataset.resolve()
     assert rot["test"]["n_keywords"] == 8
+
+    # The benchmark's --ensemble on two finished runs holding the same model: the average is that model, so the
+    # ensemble's calibration and test scores must be the member's.
+    from deploy.benchmark_real import ensemble_benchmark
+
+    runs = [tmp_path / "run", tmp_path / "run2"]
+    (runs[1] / "rotation-A").mkdir(parents=True)
+    (runs[1] / "rotation-A" / "model.onnx").write_bytes((runs[0] / "rotation-A" / "model.onnx").read_bytes())
+    for run in runs:
+        (run / "report.json").write_text(json.dumps({"config": cfg_dict, "data": data, "rotations": [rot]}))
+    report = ensemble_benchmark(ww, runs, tmp_path / "both", progress=False)
+    (ens,) = report["rotations"]
+    assert ens["ensemble_of"] == [str(r / "rotation-A" / "model.onnx") for r in runs]
+    assert ens["validation_negative_folders"] == rot["validation_negative_folders"]
+    assert {k: ens["calibration"][k] for k in ("threshold", "smoothing", "frr", "false_accepts", "extra_background_clips")} == \
+        {k: rot["calibration"][k] for k in ("threshold", "smoothing", "frr", "false_accepts", "extra_background_clips")}
+    member, averaged = (np.load(r / "rotation-A" / "test_scores.npz") for r in (runs[0], tmp_path / "both"))
+    assert np.array_equal(member["times"], averaged["times"])
+    assert np.allclose(member["scores"], averaged["scores"], atol=1e-5)
+    assert (tmp_path / "both" / "report.md").is_file()
