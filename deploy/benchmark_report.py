@@ -24,6 +24,11 @@ def _thr(x) -> str:
     return "none" if x is None else f"{x:.6g}"
 
 
+# How each benchmark setting of real_negatives used the other wake words' real clips, for the report's first line.
+REAL_NEGATIVES = {True: " (+ real other-word negatives per rotation)", False: " (no real speech in training or calibration)",
+                  "validation": " (one model for every rotation; each calibrates on its training-side real other-word clips)"}
+
+
 def _negatives(rotation: dict) -> str:
     """The real folders a rotation's model met: as training negatives, or only in its calibration stream."""
     if rotation["train_negative_folders"]:
@@ -62,7 +67,7 @@ def _table(header, rows) -> list[str]:
 def markdown(report: dict) -> str:
     cfg = report["config"]
     lines = [f"# Real-speech benchmark: {cfg['name']}{' (quick: figures not meaningful)' if report['quick'] else ''}", "",
-             f"Keyword \"{report['keyword']}\": model trained on synthetic voices only (+ real other-word negatives per rotation); "
+             f"Keyword \"{report['keyword']}\": model trained on synthetic voices only{REAL_NEGATIVES[cfg.get('real_negatives', True)]}; "
              f"test = every real \"{report['keyword']}\" clip in {cfg['test_background_minutes']:g} min of background, "
              f"pink noise at {cfg['snr_db']:g} dB SNR. Threshold calibrated on validation streams for "
              f"{cfg['calibration']['target_fa_per_hour']:g} FA/h.", ""]
