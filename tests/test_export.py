@@ -96,3 +96,17 @@ def test_extra_calibration_background_joins_the_stream(keyword_model, tiny_datas
     assert harder["threshold"] > plain["threshold"]
     with pytest.raises(ConfigError, match="negatives only"):
         calibrate_threshold(model, tiny_dataset, extra_background=[replace(fires[0], truth=1)], **kwargs)
+
+
+def test_choose_smoothing_takes_the_most_smoothing_within_the_noise():
+    from deploy.calibrate import choose_smoothing
+
+    def pt(s, frr, fa=0.0):
+        return {"smoothing": s, "threshold": 0.5, "frr": frr, "fa_per_hour": fa}
+
+    # 280 keywords: one standard error at FRR 0.10 is 1.8 points
+    assert choose_smoothing([pt(1, 0.100), pt(2, 0.104), pt(3, 0.110), pt(4, 0.120)], 0.5, 280)["smoothing"] == 3
+    assert choose_smoothing([pt(1, 0.100), pt(2, 0.104), pt(3, 0.110), pt(4, 0.101, fa=0.9)], 0.5, 280)["smoothing"] == 3
+    assert choose_smoothing([pt(1, 0.05), pt(2, 0.30)], 0.5, 280)["smoothing"] == 1  # a real difference wins
+    assert choose_smoothing([pt(1, 0.0), pt(2, 1 / 280), pt(3, 2 / 280)], 0.5, 280)["smoothing"] == 2  # FRR 0: one keyword of slack
+    assert choose_smoothing([pt(1, 0.1, fa=3.0), pt(2, 0.2, fa=2.0)], 0.5, 280)["smoothing"] == 2  # none meets it: fewest FAs
