@@ -21,6 +21,7 @@ the voice keeps its level, the room only adds to it.
 
 from __future__ import annotations
 
+import signal
 import warnings
 
 import numpy as np
@@ -35,11 +36,27 @@ def _position(rng: np.random.Generator, dims: np.ndarray, margin: float = 0.5) -
     return np.array([rng.uniform(margin, d - margin) for d in dims])
 
 
+def _pyroomacoustics():
+    """The pyroomacoustics module, imported without leaving SIGPIPE blocked.
+
+    Its import adds SIGPIPE to the calling thread's blocked-signal mask, and
+    every process started afterwards (espeak-ng, paplay, a pipe to ``head``)
+    would inherit the block; the mask is put back as it was.
+    """
+    before = signal.pthread_sigmask(signal.SIG_BLOCK, [])
+    try:
+        import pyroomacoustics
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, before)
+    return pyroomacoustics
+
+
 def impulse_responses(n: int, seed: int, *, min_rt60: float = 0.15, max_rt60: float = 0.8,
                       sample_rate: int = SAMPLE_RATE, progress: bool = False) -> list[np.ndarray]:
     """``n`` room impulse responses (float32, direct path at amplitude 1), the same for the same seed."""
-    import pyroomacoustics as pra
     from tqdm import tqdm
+
+    pra = _pyroomacoustics()
 
     rng = np.random.default_rng([seed, 0x600D])
     out = []

@@ -1,6 +1,7 @@
 """Augmentation: each step does what its setting says (SNR, gain, shift, speed), reproducibly by seed."""
 
 import random
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -297,3 +298,14 @@ def test_masked_epochs_differ_only_in_the_features_and_are_seeded():
     for bad in ({"max_mask_bands": -1}, {"max_mask_frames": 2.5}, {"p_mask": 1.5}):
         with pytest.raises(ConfigError, match="augment"):
             AugmentConfig(**bad)
+
+
+def test_simulating_rooms_leaves_sigpipe_unblocked():
+    """pyroomacoustics' import blocks SIGPIPE, which every later child process would inherit; rooms.py undoes it (fresh interpreter)."""
+    import subprocess
+    import sys
+
+    code = ("import signal; from features.rooms import impulse_responses; impulse_responses(1, seed=0); "
+            "print(signal.SIGPIPE in signal.pthread_sigmask(signal.SIG_BLOCK, []))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=Path(__file__).resolve().parents[1])
+    assert out.stdout.strip() == "False"
