@@ -626,8 +626,9 @@ def measure_rotation(rotation: str, model_path: Path, dataset: Path, cfg: BenchC
 
     With ``real_negatives`` "validation", the rotation's training-side real
     folders join the calibration stream's background: real speech the model
-    never trained on, and never the test background. Returns the report's ``calibration``, ``test``, ``det``, ``accents`` and
-    ``seconds`` of these steps; the test stream's scores are saved beside the model.
+    never trained on, and never the test background. Returns the report's
+    ``calibration``, ``test``, ``det``, ``accents`` and ``seconds`` of these
+    steps; the test stream's scores are saved beside the model.
     """
     from deploy.calibrate import calibrate_threshold
     from deploy.evaluate import background_hours, det_curve, operating_points, stream_pass

@@ -86,7 +86,9 @@ def calibrate_threshold(
     background, such as real speech the model never trained on, when the
     split's own negatives are too unlike the audio the model will meet.
     Returns ``{"threshold", "smoothing", "target_fa_per_hour", "frr", "fa_per_hour",
-    "false_accepts", "background_hours", "n_keywords", "split", "met"}``.
+    "false_accepts", "background_hours", "n_keywords", "split", "seed", "snr_db",
+    "extra_background_clips", "by_smoothing", "met"}``; ``by_smoothing`` holds
+    each smoothing's own pick, so the choice between them can be checked.
     """
     from deploy.export import update_metadata
     from deploy.modelcard import write_model_card

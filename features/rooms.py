@@ -40,8 +40,9 @@ def _pyroomacoustics():
     """The pyroomacoustics module, imported without leaving SIGPIPE blocked.
 
     Its import adds SIGPIPE to the calling thread's blocked-signal mask, and
-    every process started afterwards (espeak-ng, paplay, a pipe to ``head``)
-    would inherit the block; the mask is put back as it was.
+    every process started from that thread afterwards (espeak-ng, paplay)
+    would inherit the block and not stop when its reader goes away; the mask
+    is put back as it was.
     """
     before = signal.pthread_sigmask(signal.SIG_BLOCK, [])
     try:
