@@ -36,7 +36,7 @@ def _position(rng: np.random.Generator, dims: np.ndarray, margin: float = 0.5) -
     return np.array([rng.uniform(margin, d - margin) for d in dims])
 
 
-def _pyroomacoustics():
+def import_pyroomacoustics():
     """The pyroomacoustics module, imported without leaving SIGPIPE blocked.
 
     Its import adds SIGPIPE to the calling thread's blocked-signal mask, and
@@ -57,7 +57,7 @@ def impulse_responses(n: int, seed: int, *, min_rt60: float = 0.15, max_rt60: fl
     """``n`` room impulse responses (float32, direct path at amplitude 1), the same for the same seed."""
     from tqdm import tqdm
 
-    pra = _pyroomacoustics()
+    pra = import_pyroomacoustics()
 
     rng = np.random.default_rng([seed, 0x600D])
     out = []

@@ -169,9 +169,9 @@ def test_room_bank_is_seeded_and_has_the_drawn_reverberation():
     """Simulated rooms start at their direct path (amplitude 1) and ring for about the drawn RT60.
 
     The image-source rooms ring somewhat longer than Sabine's formula, which sets their absorption, predicts."""
-    import pyroomacoustics as pra
+    from features.rooms import impulse_responses, import_pyroomacoustics
 
-    from features.rooms import impulse_responses
+    pra = import_pyroomacoustics()  # not a plain import: that would leave SIGPIPE blocked for the rest of the session
 
     rooms = impulse_responses(4, seed=1, min_rt60=0.3, max_rt60=0.6)
     again = impulse_responses(4, seed=1, min_rt60=0.3, max_rt60=0.6)
@@ -305,7 +305,8 @@ def test_simulating_rooms_leaves_sigpipe_unblocked():
     import subprocess
     import sys
 
-    code = ("import signal; from features.rooms import impulse_responses; impulse_responses(1, seed=0); "
+    code = ("import signal; signal.pthread_sigmask(signal.SIG_UNBLOCK, [signal.SIGPIPE]); "  # whatever the test process's mask
+            "from features.rooms import impulse_responses; impulse_responses(1, seed=0); "
             "print(signal.SIGPIPE in signal.pthread_sigmask(signal.SIG_BLOCK, []))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=Path(__file__).resolve().parents[1])
     assert out.stdout.strip() == "False"
