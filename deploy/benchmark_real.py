@@ -554,7 +554,7 @@ def _train_record(result) -> dict:
             "val_metrics": {k: result.val_metrics.get(k) for k in ("accuracy", "f1", "recall_at_far")}, "seconds": result.seconds}
 
 
-def shared_training(wake_words: str, out_dir: str, cfg_dict: dict, data: dict, progress: bool, resume: bool = False) -> dict:
+def shared_training(out_dir: str, cfg_dict: dict, data: dict, progress: bool, resume: bool = False) -> dict:
     """One training for every rotation, in ``<out>/shared``, when the training data hold no real speech (so no rotation differs).
 
     Returns what ``run_rotation`` needs: the dataset, the final checkpoint,
@@ -563,7 +563,7 @@ def shared_training(wake_words: str, out_dir: str, cfg_dict: dict, data: dict, p
     cfg = BenchConfig.from_dict(cfg_dict)
     t0 = time.perf_counter()
     out = Path(out_dir) / "shared"
-    dataset = rotation_dataset(out / "dataset", Path(data["synth"]), check_wake_words(wake_words), ())
+    dataset = rotation_dataset(out / "dataset", Path(data["synth"]), {}, ())  # synthetic sessions only: no real folder is read
     result, mining = train_model(out, dataset, cfg, data, progress, resume)
     return {"dataset": str(dataset), "checkpoint": str(result.checkpoint), "train": _train_record(result), "mining": mining,
             "seconds": time.perf_counter() - t0}
@@ -799,7 +799,7 @@ def run_benchmark(wake_words: str | Path, out_root: str | Path = "runs/bench-rea
     data = prepare_data(out_root, cfg, progress)
     cfg_dict = json.loads(json.dumps(asdict(cfg)))
     rotations = list(cfg.rotations)
-    shared = None if cfg.trains_on_real else shared_training(str(wake_words), str(out), cfg_dict, data, progress, resume)
+    shared = None if cfg.trains_on_real else shared_training(str(out), cfg_dict, data, progress, resume)
     if jobs > 1 and len(rotations) > 1:
         import multiprocessing
 
