@@ -14,7 +14,7 @@ from features.errors import ConfigError, ManifestError
 from train.checkpoint import load_checkpoint
 from train.config import TrainConfig
 from train.dataset import window_geometry
-from train.loop import train
+from train.loop import train, weight_average
 
 REPO = Path(__file__).resolve().parent.parent
 ACCENTS = ["en-US", "en-GB", "en-GB-scotland", "en-x-es", "en-x-de"]
@@ -120,6 +120,38 @@ def test_same_seed_same_run(dataset, tmp_path):
     assert strip(c.history) != strip(a.history)
 
 
+def test_weight_average_is_an_ema_with_warm_up_of_weights_and_batch_norm_statistics():
+    assert weight_average(torch.nn.Linear(2, 1), 0.0) is None
+    model = torch.nn.Sequential(torch.nn.Linear(2, 2), torch.nn.BatchNorm1d(2))
+    average = weight_average(model, 0.5)
+    expected_weight, expected_mean = None, None
+    for n, value in enumerate([1.0, 3.0, -2.0, 5.0, 0.5]):
+        with torch.no_grad():
+            model[0].weight.fill_(value)
+            model[1].running_mean.fill_(10 * value)
+        model[1].num_batches_tracked.fill_(n + 7)
+        average.update_parameters(model)
+        d = min(0.5, (1.0 + n) / (10.0 + n))  # n updates before this one
+        expected_weight = value if expected_weight is None else d * expected_weight + (1 - d) * value
+        expected_mean = 10 * value if expected_mean is None else d * expected_mean + (1 - d) * 10 * value
+    kept = average.module
+    assert torch.allclose(kept[0].weight, torch.full((2, 2), expected_weight))
+    assert torch.allclose(kept[1].running_mean, torch.full((2,), expected_mean))
+    assert int(kept[1].num_batches_tracked) == 11
+    assert not torch.allclose(kept[0].weight, model[0].weight)
+
+
+def test_ema_run_trains_the_same_steps_and_keeps_the_averaged_weights(dataset, tmp_path):
+    plain = train(dataset, quick(epochs=2), tmp_path / "plain", progress=False)
+    averaged = train(dataset, quick(epochs=2, ema_decay=0.99), tmp_path / "ema", progress=False)
+    assert [h["train_loss"] for h in averaged.history] == [h["train_loss"] for h in plain.history]  # the average only watches
+    assert [h["val_loss"] for h in averaged.history] != [h["val_loss"] for h in plain.history]  # it is what is validated
+    saved = torch.load(averaged.checkpoint, weights_only=True)
+    assert saved["train_config"]["ema_decay"] == 0.99
+    other = torch.load(plain.checkpoint, weights_only=True)["model_state"]
+    assert any(not torch.equal(saved["model_state"][k], other[k]) for k in other)
+
+
 def test_missing_and_corrupt_files_are_skipped_with_a_warning(dataset, tmp_path, caplog):
     ds = copy_dataset(dataset, tmp_path / "ds")
     rows = load_rows(ds)
@@ -173,6 +205,7 @@ def test_config_round_trips_and_refuses_bad_input(tmp_path):
         '{"features": {"n_mfcc": 99}}': "features",
         '{"augment": {"p_gain": 2}}': "augment.p_gain",
         '{"val_fraction": 0}': "val_fraction",
+        '{"ema_decay": 1.0}': "ema_decay",
         "[1, 2]": "JSON object",
         "{not json": "not valid JSON",
     }

@@ -33,6 +33,13 @@ class TrainConfig:
     unweighted: smooth, so patience works well on small validation sets) or
     ``val_f1`` (macro F1 of the keyword classes at argmax). The best epoch by
     this metric is the one saved as ``best.pt``.
+
+    ``ema_decay``: above 0, the model validated, saved and returned is an
+    exponential moving average of the weights over the training steps
+    (``train.loop.weight_average``), not the last step's weights. Averaged
+    weights tend to sit in a flatter region of the loss (the idea behind SWA
+    and SWAD), which is meant to carry over better from synthetic training
+    voices to real speakers; benchmarks/REAL_SPEECH.md has what it did there.
     """
 
     model: str = "dscnn"
@@ -54,6 +61,7 @@ class TrainConfig:
     num_threads: int = 0  # torch CPU threads; 0 = all cores but one (it prepares the next epoch), at most 4
     augment: AugmentConfig = field(default_factory=AugmentConfig)
     init_from: str = ""  # a best.pt whose weights start this run (fine-tuning, e.g. after mining false accepts); "" = random
+    ema_decay: float = 0.0  # validate and keep an exponential moving average of the weights (e.g. 0.999); 0 = the weights as trained
 
     def __post_init__(self) -> None:
         _check_types(self)
@@ -84,6 +92,8 @@ class TrainConfig:
             raise ConfigError(f"test_fraction must be in [0, 1), got {self.test_fraction}")
         if self.val_fraction + self.test_fraction >= 0.9:
             raise ConfigError(f"val_fraction + test_fraction must leave speakers to train on, got {self.val_fraction + self.test_fraction:.2f}")
+        if not 0.0 <= self.ema_decay < 1.0:
+            raise ConfigError(f"ema_decay must be in [0, 1) (0 = no weight averaging), got {self.ema_decay}")
         if not 0.0 < self.far_target < 1.0:
             raise ConfigError(f"far_target must be in (0, 1), got {self.far_target}")
         if self.class_balance not in CLASS_BALANCE:
@@ -151,7 +161,7 @@ _TYPES = {
     "model": str, "model_args": dict, "features": dict, "epochs": int, "batch_size": int, "windows_per_epoch": int, "lr": float,
     "weight_decay": float, "patience": int, "monitor": str, "seed": int, "val_fraction": float,
     "test_fraction": float, "window_s": float, "class_balance": str, "far_target": float, "num_threads": int,
-    "augment": AugmentConfig, "init_from": str,
+    "augment": AugmentConfig, "init_from": str, "ema_decay": float,
 }
 
 

@@ -29,6 +29,8 @@ Choices, and why:
 - Validation metrics include keyword recall at a fixed false-accept rate
   (``far_target`` of the validation negatives), the figure a wake word is
   judged by, besides accuracy and F1 at argmax.
+- With ``ema_decay`` above 0, an exponential moving average of the weights
+  (``weight_average``) is what is validated, early-stopped on and saved.
 - The next epoch's augmented windows are prepared in a background thread
   while the current one trains (numpy and PyTorch both release the GIL); each
   epoch's randomness comes only from ``(seed, epoch)``, so this changes timing,
@@ -171,6 +173,8 @@ def _fit(config, maker, split_clips, labels, model_args, splits, digest, dataset
     total_steps = max(config.epochs * steps_per_epoch, 4)
     schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=config.lr, total_steps=total_steps,
                                                    pct_start=0.2 if total_steps >= 10 else 0.5)
+    average = weight_average(model, config.ema_decay)
+    kept = average.module if average is not None else model  # the weights validated and saved
     x_val, y_val = maker.eval_set(split_clips["val"])
     log.info("training %s (%d parameters) on %d clips, validating on %d (%d + %d + %d speakers)",
              config.model, count_parameters(model), len(train_clips), len(y_val), *(len(splits[s]) for s in SPLITS))
@@ -195,8 +199,8 @@ def _fit(config, maker, split_clips, labels, model_args, splits, digest, dataset
             else:
                 order = order_rng.permutation(len(y_epoch))
             train_loss, train_acc = _train_epoch(model, optimizer, schedule, x_train, y_epoch, order, config.batch_size,
-                                                 steps_per_epoch, class_weight)
-            logits = _predict(model, x_val)
+                                                 steps_per_epoch, class_weight, average)
+            logits = _predict(kept, x_val)
             val = classification_metrics(logits, y_val, labels, config.far_target)
             row = {"epoch": epoch + 1, "train_loss": train_loss, "train_acc": train_acc,
                    **{f"val_{k}": v for k, v in val.items() if not isinstance(v, dict)},
@@ -209,9 +213,9 @@ def _fit(config, maker, split_clips, labels, model_args, splits, digest, dataset
             if improved:
                 val["per_accent"] = per_accent(logits, y_val, [c.row.accent for c in split_clips["val"]], labels)
                 best = {"score": score, "epoch": epoch + 1, "metrics": val,
-                        "state": {k: v.detach().clone() for k, v in model.state_dict().items()}}
+                        "state": {k: v.detach().clone() for k, v in kept.state_dict().items()}}
                 save_checkpoint(
-                    checkpoint, model, model_name=config.model, model_args=model_args, labels=labels,
+                    checkpoint, kept, model_name=config.model, model_args=model_args, labels=labels,
                     feature_config=maker.cfg, window_samples=maker.window_samples, window_frames=maker.window_frames,
                     train_config=config.to_dict(), data_digest=digest, dataset=dataset_dir, seed=config.seed,
                     epoch=epoch + 1, val_metrics=val, splits=splits, init_digest=init_digest,
@@ -263,8 +267,33 @@ def _start_from(model: torch.nn.Module, config, model_args: dict, labels, fcfg) 
     log.info("starting from the weights of %s (epoch %d)", config.init_from, ckpt["epoch"])
 
 
-def _train_epoch(model, optimizer, schedule, x, y, order, batch_size, steps, class_weight) -> tuple[float, float]:
-    """One pass in ``steps`` full batches (a last batch of one sample would break batch norm); mean loss and accuracy."""
+def weight_average(model: torch.nn.Module, decay: float):
+    """An exponential moving average of ``model``'s weights and batch-norm statistics, or None when ``decay`` is 0.
+
+    PyTorch's ``AveragedModel`` keeps the copy; the decay warms up as
+    ``min(decay, (1 + n) / (10 + n))`` after ``n`` updates, so neither the
+    random initial weights of a first round nor the starting weights of a
+    short fine-tuning round (mining: a few hundred steps) dominate the average.
+    Integer buffers (batch norm's step count) follow the model unaveraged.
+    """
+    if not decay:
+        return None
+    from torch.optim.swa_utils import AveragedModel
+
+    def ema(averaged: torch.Tensor, current: torch.Tensor, n: torch.Tensor) -> torch.Tensor:
+        if not averaged.is_floating_point():
+            return current
+        d = min(decay, (1.0 + float(n)) / (10.0 + float(n)))
+        return averaged * d + current * (1.0 - d)
+
+    return AveragedModel(model, avg_fn=ema, use_buffers=True)
+
+
+def _train_epoch(model, optimizer, schedule, x, y, order, batch_size, steps, class_weight, average=None) -> tuple[float, float]:
+    """One pass in ``steps`` full batches (a last batch of one sample would break batch norm); mean loss and accuracy.
+
+    ``average`` (from ``weight_average``), when given, is updated after every step.
+    """
     model.train()
     total_loss, correct, seen = 0.0, 0, 0
     for step in range(steps):
@@ -278,6 +307,8 @@ def _train_epoch(model, optimizer, schedule, x, y, order, batch_size, steps, cla
         loss.backward()
         optimizer.step()
         schedule.step()
+        if average is not None:
+            average.update_parameters(model)
         total_loss += loss.item() * len(yb)
         correct += int((logits.argmax(1) == yb).sum())
         seen += len(yb)
