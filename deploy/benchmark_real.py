@@ -6,7 +6,9 @@ Why it is built this way (issue 4, "Accurate for real people"):
   trained from ``collect.synth`` voices, with or without real clips of
   *other* wake words as negatives (``real_negatives``); its threshold is
   chosen by ``deploy.calibrate`` on the validation speakers of that training
-  dataset. The real "computer" clips appear only in the test streams.
+  dataset (with mining, their long read-aloud takes too:
+  ``validation_read_aloud``). The real "computer" clips appear only in the
+  test streams.
 - **Rotation of the real negatives.** The four other folders of the
   Picovoice wake-word set are split in two halves. Rotation A uses
   ``jarvis`` + ``smart_mirror`` on the training side and counts false accepts
@@ -620,13 +622,32 @@ def run_rotation(rotation: str, wake_words: str, out_dir: str, cfg_dict: dict, d
     }
 
 
+def validation_read_aloud(data: dict, info) -> list:
+    """The validation speakers' long read-aloud takes, as calibration background (``[]`` without training-side read-aloud).
+
+    The test background holds long read-aloud speech; a validation stream of
+    short clips alone chose thresholds that gave several times the target's
+    false accepts there. The training-side read-aloud (``read_aloud(...,
+    training_side=True)``, made for mining) is read by every synthetic voice
+    under its own speaker id; the validation speakers' takes are never trained
+    on (their mined windows fall in the validation split), so they may
+    calibrate. Held-out test voices read other text and are never used here.
+    """
+    folder = data.get("train_read_aloud")
+    speakers = set((info.metadata.get("splits") or {}).get("val") or [])
+    if not folder or not speakers:
+        return []
+    return [c for c in dataset_clips(Path(folder)) if c.row.speaker in speakers]
+
+
 def measure_rotation(rotation: str, model_path: Path, dataset: Path, cfg: BenchConfig, data: dict, real_files: dict[str, list[Path]],
                      progress: bool) -> dict:
     """Calibrate an exported model on ``dataset``'s validation speakers, then run the rotation's test and accent streams.
 
     With ``real_negatives`` "validation", the rotation's training-side real
     folders join the calibration stream's background: real speech the model
-    never trained on, and never the test background. Returns the report's
+    never trained on, and never the test background. So do the validation
+    speakers' read-aloud takes (``validation_read_aloud``), when there are any. Returns the report's
     ``calibration``, ``test``, ``det``, ``accents`` and ``seconds`` of these
     steps; the test stream's scores are saved beside the model.
     """
@@ -640,8 +661,10 @@ def measure_rotation(rotation: str, model_path: Path, dataset: Path, cfg: BenchC
     train_words, test_words = ROTATIONS[rotation]
     t = time.perf_counter()
     real_val = [c for w in train_words for c in load_real_clips(real_files[w], w)] if cfg.real_negatives == "validation" else []
+    read_val = validation_read_aloud(data, KwsModel(model_path).info)
     calibration = calibrate_threshold(model_path, dataset, split="val", snr_db=cfg.snr_db, seed=cfg.seed, progress=progress,
-                                      extra_background=real_val, **cfg.calibration)
+                                      extra_background=real_val + read_val, **cfg.calibration)
+    calibration["read_aloud_clips"] = len(read_val)
     seconds["calibrate"] = time.perf_counter() - t
     model = KwsModel(model_path)
     info = model.info

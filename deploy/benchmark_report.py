@@ -78,7 +78,7 @@ def markdown(report: dict) -> str:
                   f"({r['test']['n_background_clips']} clips), detector {r['test']['realtime_factor']:.0f}x real time",
                   (f"- training: best epoch {r['train']['best_epoch']} of {r['train']['epochs_run']}, {r['train']['seconds']:.0f} s" if "train" in r
                    else f"- ensemble (scores averaged) of: {', '.join(r['ensemble_of'])}"),
-                  f"- calibration on validation: {json.dumps({k: r['calibration'][k] for k in ('threshold', 'frr', 'fa_per_hour', 'background_hours', 'n_keywords', 'met')})}"]
+                  f"- calibration on validation: {json.dumps({k: r['calibration'][k] for k in ('threshold', 'frr', 'fa_per_hour', 'background_hours', 'n_keywords', 'met', 'extra_background_clips', 'read_aloud_clips') if k in r['calibration']})}"]
         if r.get("mining"):
             m = r["mining"]
             for k in m.get("rounds_run") or [{**m, "round": 1}]:  # reports from before rounds had one round's fields at the top

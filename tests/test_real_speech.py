@@ -272,7 +272,10 @@ def test_rotation_of_a_shared_training_calibrates_on_its_training_side_real_spee
         (read / manifest.parent.name / "manifest.jsonl").write_text("\n".join(lines) + "\n")
     cfg = BenchConfig.from_dict({"real_negatives": "validation", "calibration": {"background_minutes": 2.0, "target_fa_per_hour": 2.0},
                                  "test_background_minutes": 2.0, "accent_background_minutes": 1.0})
-    data = {"synth": str(tmp_path / "unused"), "read_aloud": str(read), "heldout": str(tiny_dataset)}
+    # The same takes stand in for the training-side read-aloud: its validation speakers' takes join calibration.
+    data = {"synth": str(tmp_path / "unused"), "read_aloud": str(read), "heldout": str(tiny_dataset), "train_read_aloud": str(read)}
+    val_speakers = set(json.loads((tiny_run.run_dir / "data.json").read_text())["splits"]["val"])
+    n_val_read = sum(row.speaker in val_speakers for row in read_dataset(read)[0])
     cfg_dict = json.loads(json.dumps(asdict(cfg)))
     with pytest.raises(ConfigError, match="shares one training"):
         run_rotation("A", str(ww), str(tmp_path / "run"), cfg_dict, data, progress=False)
@@ -281,7 +284,9 @@ def test_rotation_of_a_shared_training_calibrates_on_its_training_side_real_spee
     assert rot["train_negative_folders"] == [] and rot["validation_negative_folders"] == list(ROTATIONS["A"][0])
     assert rot["train"]["shared"] is True
     n_train_side = sum(len(list((ww / w).glob("*.flac"))) for w in ROTATIONS["A"][0])
-    assert rot["calibration"]["extra_background_clips"] == n_train_side == 4
+    assert n_train_side == 4 and 0 < n_val_read < len(read_dataset(read)[0])
+    assert rot["calibration"]["read_aloud_clips"] == n_val_read
+    assert rot["calibration"]["extra_background_clips"] == n_train_side + n_val_read
     link = tmp_path / "run" / "rotation-A" / "dataset"
     assert link.is_symlink() and link.resolve() == tiny_dataset.resolve()
     assert rot["test"]["n_keywords"] == 8
