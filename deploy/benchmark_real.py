@@ -76,7 +76,8 @@ REAL_SESSION = "real-negatives"
 REAL_ACCENT = "unknown"  # the Picovoice recordings carry no accent or speaker labels
 HELDOUT_SEED_OFFSET = 1000  # held-out voices are drawn with seed + this (never a training voice configuration)
 READ_ALOUD_SEED_OFFSET = 2000
-REPORT_TARGETS = (0.1, 0.5, 1.0)  # FA/h budgets quoted in the report
+# FA/h budgets quoted in the report; the looser ones show where a model stands while it is far from the goal.
+REPORT_TARGETS = (0.1, 0.5, 1.0, 5.0, 10.0, 20.0)
 TEXT_FILE = Path(__file__).resolve().parent.parent / "benchmarks" / "background_text.txt"
 CONFIGS = Path(__file__).resolve().parent.parent / "configs"
 # Mining round: windows of training-side negatives scoring >= threshold under the first model, at most max_clips,

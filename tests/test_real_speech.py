@@ -17,7 +17,7 @@ import pytest
 import soundfile as sf
 
 from collect.manifest import NEGATIVE, read_dataset
-from deploy.benchmark_real import (KEYWORD, OTHER_WORDS, ROTATIONS, BenchConfig, background_sentences, check_wake_words,
+from deploy.benchmark_real import (KEYWORD, OTHER_WORDS, REPORT_TARGETS, ROTATIONS, BenchConfig, background_sentences, check_wake_words,
                                    load_real_clips, rotation_dataset)
 from features.errors import ConfigError
 
@@ -290,6 +290,10 @@ def test_rotation_of_a_shared_training_calibrates_on_its_training_side_real_spee
     link = tmp_path / "run" / "rotation-A" / "dataset"
     assert link.is_symlink() and link.resolve() == tiny_dataset.resolve()
     assert rot["test"]["n_keywords"] == 8
+    ops = rot["test"]["operating_points"]
+    assert [p["target_fa_per_hour"] for p in ops] == list(REPORT_TARGETS)
+    frrs = [p["frr"] for p in ops if p["frr"] is not None]
+    assert frrs == sorted(frrs, reverse=True)  # a looser false-accept budget never misses more
 
     # The benchmark's --ensemble on two finished runs holding the same model: the average is that model, so the
     # ensemble's calibration and test scores must be the member's.
