@@ -11,13 +11,14 @@ Writes ``<out>/<config name>/report.json``, ``report.md``, ``det.png``,
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # runnable from a checkout without installing
 
-from deploy.benchmark_real import BenchConfig, run_benchmark  # noqa: E402
+from deploy.benchmark_real import BenchConfig, calibration_background, check_wake_words, run_benchmark  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -70,11 +71,17 @@ def main(argv: list[str] | None = None) -> int:
         print(Path(report["files"]["markdown"]).read_text())
     if args.tune_decision or args.decision_only:
         from deploy.benchmark_levers import tune_decision
+        from deploy.modelfile import KwsModel
 
+        finished = out / "report.json"
+        if not finished.is_file():
+            raise SystemExit(f"{finished}: no finished benchmark run here to tune the decision of (run without --decision-only first)")
+        data, real_files = json.loads(finished.read_text())["data"], check_wake_words(args.wake_words)
         for rot in sorted(out.glob("rotation-*")):
             cal = cfg.calibration
+            real, read = calibration_background(rot.name.removeprefix("rotation-"), cfg, data, real_files, KwsModel(rot / "model.onnx").info)
             d = tune_decision(rot, target_fa_per_hour=cal["target_fa_per_hour"], background_minutes=cal["background_minutes"],
-                              snr_db=cfg.snr_db, seed=cfg.seed, progress=not args.quiet)
+                              snr_db=cfg.snr_db, seed=cfg.seed, extra_background=real + read, progress=not args.quiet)
             print(f"{rot.name}: smoothing chosen on validation = {d['chosen_smoothing']} (model: {d['model_smoothing']})")
             for r in d["table"]:
                 ops = {o["target_fa_per_hour"]: o["frr"] for o in r["test_operating_points"]}

@@ -17,28 +17,31 @@ SMOOTHING_CHOICES = (1, 2, 3, 5, 8)
 
 
 def tune_decision(rotation_dir: str | Path, *, target_fa_per_hour: float = 0.5, background_minutes: float = 60.0,
-                  snr_db: float = 10.0, seed: int = 0, choices=SMOOTHING_CHOICES, progress: bool = True) -> dict:
+                  snr_db: float = 10.0, seed: int = 0, choices=SMOOTHING_CHOICES, extra_background=(), progress: bool = True) -> dict:
     """Choose the score smoothing on the validation stream, then read the recorded test stream with it.
 
-    The validation stream is the one ``deploy.calibrate`` builds (same rows,
-    same seed offset), run once; each smoothing is replayed over its recorded
-    scores and calibrated to ``target_fa_per_hour`` there. The smoothing with
-    the lowest validation FRR (ties: the smaller, which reacts sooner) is then
-    applied, with its validation threshold, to the test stream scores the
-    benchmark saved (``test_scores.npz``): no test data takes part in the choice.
+    The validation stream is the one calibration builds
+    (``deploy.calibrate.validation_stream``: same rows, same seed, and the
+    same ``extra_background``, which the benchmark fills with
+    ``calibration_background``), run once; each smoothing is replayed over
+    its recorded scores and calibrated to ``target_fa_per_hour`` there, and
+    the smoothing is picked by calibration's own rule
+    (``deploy.calibrate.choose_smoothing``) over a wider range of choices.
+    The pick, with its validation threshold, is then applied to the test
+    stream scores the benchmark saved (``test_scores.npz``): no test data
+    takes part in the choice.
     """
     from deploy.benchmark_real import REPORT_TARGETS, det_thresholds, saved_test_run
-    from deploy.calibrate import CANDIDATES, choose_threshold
-    from deploy.evaluate import det_curve, load_eval_clips, operating_points, select_rows, stream_pass
+    from deploy.calibrate import CANDIDATES, choose_smoothing, choose_threshold, validation_stream
+    from deploy.evaluate import det_curve, operating_points
     from deploy.modelfile import KwsModel
 
     rotation_dir = Path(rotation_dir)
     model = KwsModel(rotation_dir / "model.onnx")
     info = model.info
     refractory = int(round(info.refractory_s / info.hop_s))
-    rows, _, _ = select_rows(rotation_dir / "dataset", info, "val")
-    clips, _ = load_eval_clips(rotation_dir / "dataset", rows, info)
-    val = stream_pass(model, clips, background_minutes=background_minutes, snr_db=snr_db, seed=seed + 7919, progress=progress)
+    val = validation_stream(model, rotation_dir / "dataset", background_minutes=background_minutes, snr_db=snr_db, seed=seed,
+                            progress=progress, extra_background=extra_background)
     test = saved_test_run(rotation_dir)
     table = []
     for s in choices:
@@ -47,7 +50,10 @@ def tune_decision(rotation_dir: str | Path, *, target_fa_per_hour: float = 0.5, 
         at = next(p for p in curve if abs(p["threshold"] - round(point["threshold"], 7)) < 1e-9)
         table.append({"smoothing": s, "val_threshold": point["threshold"], "val_frr": point["frr"], "val_fa_per_hour": point["fa_per_hour"],
                       "test_at_val_threshold": at, "test_operating_points": operating_points(curve, REPORT_TARGETS)})
-    best = min(table, key=lambda r: (r["val_frr"], r["smoothing"]))
-    result = {"chosen_smoothing": best["smoothing"], "model_smoothing": info.smoothing, "table": table}
+    n_keywords = sum(e.is_keyword for e in val.events)
+    best = choose_smoothing([{"smoothing": r["smoothing"], "threshold": r["val_threshold"], "frr": r["val_frr"], "fa_per_hour": r["val_fa_per_hour"]}
+                             for r in table], target_fa_per_hour, n_keywords)
+    result = {"chosen_smoothing": best["smoothing"], "model_smoothing": info.smoothing, "extra_background_clips": len(extra_background),
+              "table": table}
     (rotation_dir / "decision.json").write_text(json.dumps(result, indent=1))
     return result

@@ -641,14 +641,25 @@ def validation_read_aloud(data: dict, info) -> list:
     return [c for c in dataset_clips(Path(folder)) if c.row.speaker in speakers]
 
 
+def calibration_background(rotation: str, cfg: BenchConfig, data: dict, real_files: dict[str, list[Path]], info) -> tuple[list, list]:
+    """What joins a rotation's validation stream besides its split's own clips: ``(real clips, read-aloud takes)``.
+
+    The real clips are the rotation's training-side folders when
+    ``real_negatives`` is "validation" (never its test background); the
+    read-aloud takes are ``validation_read_aloud``'s.
+    """
+    real = [c for w in ROTATIONS[rotation][0] for c in load_real_clips(real_files[w], w)] if cfg.real_negatives == "validation" else []
+    return real, validation_read_aloud(data, info)
+
+
 def measure_rotation(rotation: str, model_path: Path, dataset: Path, cfg: BenchConfig, data: dict, real_files: dict[str, list[Path]],
                      progress: bool) -> dict:
     """Calibrate an exported model on ``dataset``'s validation speakers, then run the rotation's test and accent streams.
 
-    With ``real_negatives`` "validation", the rotation's training-side real
-    folders join the calibration stream's background: real speech the model
-    never trained on, and never the test background. So do the validation
-    speakers' read-aloud takes (``validation_read_aloud``), when there are any. Returns the report's
+    The calibration stream's background gets ``calibration_background``: with
+    ``real_negatives`` "validation", the rotation's training-side real speech
+    (never trained on, never the test background), and the validation
+    speakers' read-aloud takes when there are any. Returns the report's
     ``calibration``, ``test``, ``det``, ``accents`` and ``seconds`` of these
     steps; the test stream's scores are saved beside the model.
     """
@@ -659,10 +670,9 @@ def measure_rotation(rotation: str, model_path: Path, dataset: Path, cfg: BenchC
 
     seconds = {}
     out = Path(model_path).parent
-    train_words, test_words = ROTATIONS[rotation]
+    test_words = ROTATIONS[rotation][1]
     t = time.perf_counter()
-    real_val = [c for w in train_words for c in load_real_clips(real_files[w], w)] if cfg.real_negatives == "validation" else []
-    read_val = validation_read_aloud(data, KwsModel(model_path).info)
+    real_val, read_val = calibration_background(rotation, cfg, data, real_files, KwsModel(model_path).info)
     calibration = calibrate_threshold(model_path, dataset, split="val", snr_db=cfg.snr_db, seed=cfg.seed, progress=progress,
                                       extra_background=real_val + read_val, **cfg.calibration)
     calibration["read_aloud_clips"] = len(read_val)

@@ -67,6 +67,25 @@ def choose_smoothing(points: list[dict], target_fa_per_hour: float, n_keywords: 
     return max((p for p in met if p["frr"] <= best + tolerance + 1e-12), key=lambda p: p["smoothing"])
 
 
+def validation_stream(model: KwsModel, dataset: str | Path, *, split: str = "val", background_minutes: float = 20.0,
+                      snr_db: float = 10.0, seed: int = 0, progress: bool = True, extra_background: Sequence[EvalClip] = ()):
+    """The stream a threshold is chosen on: ``split``'s speakers' clips, plus ``extra_background``, run once through ``model``.
+
+    One builder, so every choice made on validation (the threshold here, the
+    benchmark's decision lever) sees the same audio for the same seed.
+    """
+    dataset = Path(dataset)
+    rows, _, _ = select_rows(dataset, model.info, split)
+    clips, _ = load_eval_clips(dataset, rows, model.info)
+    if not any(c.truth for c in clips):
+        raise ManifestError(f"{dataset}: no readable keyword clips of the {split} speakers to calibrate the threshold on")
+    keywords_in_extra = [c.row.path for c in extra_background if c.truth]
+    if keywords_in_extra:
+        raise ConfigError(f"extra calibration background must be negatives only; keyword clips given: {', '.join(keywords_in_extra[:3])}")
+    return stream_pass(model, clips + list(extra_background), background_minutes=background_minutes, snr_db=snr_db,
+                       seed=seed + 7919, progress=progress)
+
+
 def calibrate_threshold(
     model_path: str | Path,
     dataset: str | Path,
@@ -95,18 +114,11 @@ def calibrate_threshold(
 
     if not target_fa_per_hour > 0:
         raise ConfigError(f"the target false accepts per hour must be positive, got {target_fa_per_hour}")
-    model_path, dataset = Path(model_path), Path(dataset)
+    model_path = Path(model_path)
     model = KwsModel(model_path)
     info = model.info
-    rows, _, _ = select_rows(dataset, info, split)
-    clips, _ = load_eval_clips(dataset, rows, info)
-    if not any(c.truth for c in clips):
-        raise ManifestError(f"{dataset}: no readable keyword clips of the {split} speakers to calibrate the threshold on")
-    keywords_in_extra = [c.row.path for c in extra_background if c.truth]
-    if keywords_in_extra:
-        raise ConfigError(f"extra calibration background must be negatives only; keyword clips given: {', '.join(keywords_in_extra[:3])}")
-    clips = clips + list(extra_background)
-    run = stream_pass(model, clips, background_minutes=background_minutes, snr_db=snr_db, seed=seed + 7919, progress=progress)
+    run = validation_stream(model, dataset, split=split, background_minutes=background_minutes, snr_db=snr_db, seed=seed,
+                            progress=progress, extra_background=extra_background)
     refractory_hops = int(round(info.refractory_s / info.hop_s))
     n_keywords = sum(e.is_keyword for e in run.events)
     per_smoothing = [{**choose_threshold(det_curve(run, info, refractory_hops, n, thresholds=CANDIDATES), target_fa_per_hour),

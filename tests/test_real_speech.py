@@ -295,6 +295,21 @@ def test_rotation_of_a_shared_training_calibrates_on_its_training_side_real_spee
     frrs = [p["frr"] for p in ops if p["frr"] is not None]
     assert frrs == sorted(frrs, reverse=True)  # a looser false-accept budget never misses more
 
+    # The decision lever (--tune-decision) sees calibration's stream: the same extra background gives the same
+    # per-smoothing thresholds, and the pick follows calibration's rule.
+    from deploy.benchmark_levers import tune_decision
+    from deploy.benchmark_real import calibration_background, check_wake_words
+    from deploy.modelfile import KwsModel
+
+    real, read_val = calibration_background("A", cfg, data, check_wake_words(ww), KwsModel(link.parent / "model.onnx").info)
+    assert len(real) == n_train_side and len(read_val) == n_val_read
+    cal = cfg.calibration
+    decision = tune_decision(link.parent, target_fa_per_hour=cal["target_fa_per_hour"], background_minutes=cal["background_minutes"],
+                             snr_db=cfg.snr_db, seed=cfg.seed, choices=(1, 4), extra_background=real + read_val, progress=False)
+    by_smoothing = {p["smoothing"]: p["threshold"] for p in rot["calibration"]["by_smoothing"]}
+    assert {r["smoothing"]: r["val_threshold"] for r in decision["table"]} == {1: by_smoothing[1], 4: by_smoothing[4]}
+    assert decision["extra_background_clips"] == n_train_side + n_val_read
+
     # The benchmark's --ensemble on two finished runs holding the same model: the average is that model, so the
     # ensemble's calibration and test scores must be the member's.
     from deploy.benchmark_real import ensemble_benchmark
