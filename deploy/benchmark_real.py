@@ -806,13 +806,26 @@ def mine_and_fine_tune(out: Path, dataset: Path, checkpoint: Path, cfg: BenchCon
 
 
 def prepare_data(out_root: Path, cfg: BenchConfig, progress: bool) -> dict:
-    """Synthesise (or reuse) the training, held-out keyword and read-aloud data; returns their folders."""
+    """Synthesise (or reuse) the training, held-out keyword and read-aloud data; returns their folders.
+
+    The cache is locked while this runs: two benchmarks started together
+    would otherwise both synthesise into one folder, each appending its rows
+    to the same manifest. The second waits, then finds the data made.
+    """
+    import fcntl
+
     cache = out_root / "cache"
     cache.mkdir(parents=True, exist_ok=True)
-    data = {"synth": str(training_synth(cache, cfg, progress)), "heldout": str(heldout_keywords(cache, cfg, progress)),
-            "read_aloud": str(read_aloud(cache, cfg, progress))}
-    if cfg.mining:
-        data["train_read_aloud"] = str(read_aloud(cache, cfg, progress, training_side=True))
+    with open(cache / ".lock", "w") as lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            log.info("waiting for another benchmark run to finish writing %s", cache)
+            fcntl.flock(lock, fcntl.LOCK_EX)
+        data = {"synth": str(training_synth(cache, cfg, progress)), "heldout": str(heldout_keywords(cache, cfg, progress)),
+                "read_aloud": str(read_aloud(cache, cfg, progress))}
+        if cfg.mining:
+            data["train_read_aloud"] = str(read_aloud(cache, cfg, progress, training_side=True))
     return data
 
 
