@@ -82,12 +82,14 @@ def main(argv: list[str] | None = None) -> int:
             real, read = calibration_background(rot.name.removeprefix("rotation-"), cfg, data, real_files, KwsModel(rot / "model.onnx").info)
             d = tune_decision(rot, target_fa_per_hour=cal["target_fa_per_hour"], background_minutes=cal["background_minutes"],
                               snr_db=cfg.snr_db, seed=cfg.seed, extra_background=real + read, progress=not args.quiet)
-            print(f"{rot.name}: smoothing chosen on validation = {d['chosen_smoothing']} (model: {d['model_smoothing']})")
+            print(f"{rot.name}: chosen on validation: smoothing {d['chosen_smoothing']}, refractory {d['chosen_refractory_s']:g} s "
+                  f"(model: {d['model_smoothing']}, {d['model_refractory_s']:g} s)")
             for r in d["table"]:
                 ops = {o["target_fa_per_hour"]: o["frr"] for o in r["test_operating_points"]}
                 t = r["test_at_val_threshold"]
-                print(f"  smoothing {r['smoothing']}: val thr {r['val_threshold']:.6g} FRR {r['val_frr']:.3f} | test at it: "
-                      f"FRR {t['frr']:.3f}, {t['fa_per_hour']:.2f} FA/h | test FRR @0.5 {ops[0.5]}, @0.1 {ops[0.1]}")
+                print(f"  smoothing {r['smoothing']}, refractory {r['refractory_s']:g} s: val thr {r['val_threshold']:.6g} FRR {r['val_frr']:.3f} "
+                      f"| test at it: FRR {t['frr']:.3f}, {t['fa_per_hour']:.2f} FA/h | test FRR @0.1 / 0.5 / 1 / 5 FA/h "
+                      + " / ".join(f"{ops[b]:.3f}" if ops[b] is not None else "-" for b in (0.1, 0.5, 1.0, 5.0)))
     return 0
 
 

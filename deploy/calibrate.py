@@ -54,17 +54,19 @@ def choose_threshold(curve: list[dict], target_fa_per_hour: float) -> dict:
     return min(ok, key=lambda p: (p["frr"], -p["threshold"]))
 
 
-def choose_smoothing(points: list[dict], target_fa_per_hour: float, n_keywords: int) -> dict:
+def choose_smoothing(points: list[dict], target_fa_per_hour: float, n_keywords: int, prefer=lambda p: p["smoothing"]) -> dict:
     """One ``choose_threshold`` point per smoothing -> the point to operate at (see the module docstring).
 
-    If no smoothing meets the target, the point with the fewest false accepts.
+    Among the points within the noise of the lowest FRR, the one ``prefer``
+    ranks highest (the most smoothing, by default). If no point meets the
+    target, the one with the fewest false accepts.
     """
     met = [p for p in points if p["fa_per_hour"] <= target_fa_per_hour]
     if not met:
         return min(points, key=lambda p: (p["fa_per_hour"], p["frr"], -p["threshold"]))
     best = min(p["frr"] for p in met)
     tolerance = max(math.sqrt(best * (1 - best) / max(n_keywords, 1)), 1 / max(n_keywords, 1))  # at least one keyword
-    return max((p for p in met if p["frr"] <= best + tolerance + 1e-12), key=lambda p: p["smoothing"])
+    return max((p for p in met if p["frr"] <= best + tolerance + 1e-12), key=prefer)
 
 
 def validation_stream(model: KwsModel, dataset: str | Path, *, split: str = "val", background_minutes: float = 20.0,

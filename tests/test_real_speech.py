@@ -304,10 +304,13 @@ def test_rotation_of_a_shared_training_calibrates_on_its_training_side_real_spee
     real, read_val = calibration_background("A", cfg, data, check_wake_words(ww), KwsModel(link.parent / "model.onnx").info)
     assert len(real) == n_train_side and len(read_val) == n_val_read
     cal = cfg.calibration
+    own = KwsModel(link.parent / "model.onnx").info.refractory_s
     decision = tune_decision(link.parent, target_fa_per_hour=cal["target_fa_per_hour"], background_minutes=cal["background_minutes"],
-                             snr_db=cfg.snr_db, seed=cfg.seed, choices=(1, 4), extra_background=real + read_val, progress=False)
+                             snr_db=cfg.snr_db, seed=cfg.seed, choices=(1, 4), refractories_s=(own, 2 * own),
+                             extra_background=real + read_val, progress=False)
+    assert [(r["refractory_s"], r["smoothing"]) for r in decision["table"]] == [(own, 1), (own, 4), (2 * own, 1), (2 * own, 4)]
     by_smoothing = {p["smoothing"]: p["threshold"] for p in rot["calibration"]["by_smoothing"]}
-    assert {r["smoothing"]: r["val_threshold"] for r in decision["table"]} == {1: by_smoothing[1], 4: by_smoothing[4]}
+    assert {r["smoothing"]: r["val_threshold"] for r in decision["table"] if r["refractory_s"] == own} == {1: by_smoothing[1], 4: by_smoothing[4]}
     assert decision["extra_background_clips"] == n_train_side + n_val_read
 
     # The benchmark's --ensemble on two finished runs holding the same model: the average is that model, so the
