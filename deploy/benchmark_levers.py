@@ -10,10 +10,11 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from deploy.calibrate import SMOOTHING_CHOICES
+
 
 # ----------------------------------------------------------------------------- decision lever: smoothing and refractory tuned on validation
 
-SMOOTHING_CHOICES = (1, 2, 3, 4, 5, 8)
 REFRACTORY_CHOICES_S = (0.5, 1.0, 2.0)  # the benchmark puts keywords at least 3 s apart, so none of these can hide one behind another
 
 
