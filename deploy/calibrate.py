@@ -22,11 +22,11 @@ real-speech benchmark their FRRs differed by one or two of 280 keywords),
 while on real speech the least smoothing gave the most false accepts at its
 threshold; within the noise, the choice with more margin wins. The choices
 go up to 8 hops (a 640 ms average at the default 80 ms hop): on the
-real-speech benchmark the rule picked 8 in all eight rotations of four
-trainings when offered it, and against the 4 hops it had picked when 4 was
-the most on offer, 8 missed fewer real speakers at 0.1 FA/h in all eight
-(14 points fewer on average) and 10 fewer at 0.5 FA/h on average (more in
-two, by 0.3 and 1.5; benchmarks/REAL_SPEECH.md, "decision"). The price is
+real-speech benchmark the rule picked 8 in 11 of 12 rotations of six
+trainings when offered it, and against what it had picked with at most 4
+on offer (4 in all twelve), it missed 11 points fewer real speakers at 0.1
+FA/h on average (fewer in ten, more in one, by 15) and 8 fewer at 0.5 FA/h
+(more in three, by 0.3-4.7; benchmarks/REAL_SPEECH.md, "decision"). The price is
 delay: an 8-hop average lags the scores by 3.5 hops (280 ms at an 80 ms
 hop), a 4-hop one by 1.5. The choice is written into the model's metadata
 (``threshold``, ``smoothing``, ``calibration``) and its card.

@@ -110,7 +110,11 @@ def test_choose_smoothing_takes_the_most_smoothing_within_the_noise():
     assert choose_smoothing([pt(1, 0.05), pt(2, 0.30)], 0.5, 280)["smoothing"] == 1  # a real difference wins
     assert choose_smoothing([pt(1, 0.0), pt(2, 1 / 280), pt(3, 2 / 280)], 0.5, 280)["smoothing"] == 2  # FRR 0: one keyword of slack
     assert choose_smoothing([pt(1, 0.1, fa=3.0), pt(2, 0.2, fa=2.0)], 0.5, 280)["smoothing"] == 2  # none meets it: fewest FAs
-    # The decision lever's preference: the most smoothing, then the shortest refractory period, within the noise.
+    # The decision lever's preference: the most smoothing, then the longest refractory period, within the noise.
+    from deploy.benchmark_levers import most_margin
+
     grid = [{**pt(s, frr), "refractory_s": r} for s, r, frr in [(3, 1.0, 0.110), (3, 2.0, 0.100), (4, 2.0, 0.105), (4, 0.5, 0.108), (5, 0.5, 0.2)]]
-    chosen = choose_smoothing(grid, 0.5, 280, prefer=lambda p: (p["smoothing"], -p["refractory_s"]))
-    assert (chosen["smoothing"], chosen["refractory_s"]) == (4, 0.5)
+    chosen = choose_smoothing(grid, 0.5, 280, prefer=most_margin)
+    assert (chosen["smoothing"], chosen["refractory_s"]) == (4, 2.0)
+    grid[2]["frr"] = 0.2  # 4 hops and 2 s now outside the noise: the longest period left at 4 hops
+    assert (choose_smoothing(grid, 0.5, 280, prefer=most_margin)["refractory_s"]) == 0.5
