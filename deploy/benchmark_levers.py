@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from deploy.calibrate import SMOOTHING_CHOICES
+from deploy.calibrate import LOW_FA_SMOOTHINGS
 
 
 # ----------------------------------------------------------------------------- decision lever: smoothing and refractory tuned on validation
@@ -24,7 +24,7 @@ def most_margin(point: dict) -> tuple:
 
 
 def tune_decision(rotation_dir: str | Path, *, target_fa_per_hour: float = 0.5, background_minutes: float = 60.0,
-                  snr_db: float = 10.0, seed: int = 0, choices=SMOOTHING_CHOICES, refractories_s=REFRACTORY_CHOICES_S,
+                  snr_db: float = 10.0, seed: int = 0, choices=LOW_FA_SMOOTHINGS, refractories_s=REFRACTORY_CHOICES_S,
                   extra_background=(), progress: bool = True) -> dict:
     """Choose the score smoothing and refractory period on the validation stream, then read the recorded test stream with them.
 

@@ -60,6 +60,7 @@ from pathlib import Path
 import numpy as np
 
 from collect.manifest import NEGATIVE, ClipRow, ManifestWriter, data_digest, now_iso, read_dataset
+from deploy.calibrate import LOW_FA_SMOOTHINGS
 from features.audio import SAMPLE_RATE, sha256_file
 from features.errors import ConfigError, KwsError
 
@@ -102,7 +103,9 @@ class BenchConfig:
     # false-accept mining and fine-tuning, "rounds" times (deploy.mine); {} = off. Keys: MINING_DEFAULTS
     mining: dict = field(default_factory=dict)
     export: dict = field(default_factory=lambda: {"smoothing": 3, "refractory_s": 1.0})
-    calibration: dict = field(default_factory=lambda: {"target_fa_per_hour": 0.5, "background_minutes": 60.0})
+    # deploy.calibrate.calibrate_threshold's settings; up to 8 hops of smoothing, for the low FA/h this benchmark is about
+    calibration: dict = field(default_factory=lambda: {"target_fa_per_hour": 0.5, "background_minutes": 60.0,
+                                                       "smoothings": LOW_FA_SMOOTHINGS})
     test_background_minutes: float = 125.0  # at least 2 h after the keyword windows are taken out
     accent_background_minutes: float = 20.0
     snr_db: float = 10.0

@@ -96,6 +96,16 @@ def test_extra_calibration_background_joins_the_stream(keyword_model, tiny_datas
     assert harder["threshold"] > plain["threshold"]
     with pytest.raises(ConfigError, match="negatives only"):
         calibrate_threshold(model, tiny_dataset, extra_background=[replace(fires[0], truth=1)], **kwargs)
+    # the smoothings offered: the default set, or the benchmark's longer one; nonsense is refused by name
+    from deploy.calibrate import LOW_FA_SMOOTHINGS, SMOOTHING_CHOICES
+
+    assert [p["smoothing"] for p in plain["by_smoothing"]] == list(SMOOTHING_CHOICES)
+    longer = calibrate_threshold(model, tiny_dataset, smoothings=LOW_FA_SMOOTHINGS, **kwargs)
+    assert [p["smoothing"] for p in longer["by_smoothing"]] == list(LOW_FA_SMOOTHINGS)
+    assert longer["by_smoothing"][:len(SMOOTHING_CHOICES)] == plain["by_smoothing"]
+    for bad in ([], [0, 2], [1.5]):
+        with pytest.raises(ConfigError, match="smoothings must be whole numbers"):
+            calibrate_threshold(model, tiny_dataset, smoothings=bad, **kwargs)
 
 
 def test_choose_smoothing_takes_the_most_smoothing_within_the_noise():

@@ -298,6 +298,7 @@ def test_rotation_of_a_shared_training_calibrates_on_its_training_side_real_spee
     # The decision lever (--tune-decision) sees calibration's stream: the same extra background gives the same
     # per-smoothing thresholds, and the pick follows calibration's rule.
     from deploy.benchmark_levers import tune_decision
+    from deploy.calibrate import LOW_FA_SMOOTHINGS
     from deploy.benchmark_real import calibration_background, check_wake_words
     from deploy.modelfile import KwsModel
 
@@ -310,6 +311,7 @@ def test_rotation_of_a_shared_training_calibrates_on_its_training_side_real_spee
                              extra_background=real + read_val, progress=False)
     assert [(r["refractory_s"], r["smoothing"]) for r in decision["table"]] == [(own, 1), (own, 4), (2 * own, 1), (2 * own, 4)]
     by_smoothing = {p["smoothing"]: p["threshold"] for p in rot["calibration"]["by_smoothing"]}
+    assert tuple(by_smoothing) == LOW_FA_SMOOTHINGS  # the benchmark offers its calibration up to 8 hops
     assert {r["smoothing"]: r["val_threshold"] for r in decision["table"] if r["refractory_s"] == own} == {1: by_smoothing[1], 4: by_smoothing[4]}
     assert decision["extra_background_clips"] == n_train_side + n_val_read
 
