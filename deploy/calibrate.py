@@ -27,13 +27,13 @@ By default 1-4 hops: the demo model's median detection latency (``kws
 bench``) is 267 ms at the 4 hops it picks and 315 ms at 8, past the 300 ms
 the project aims for. The real-speech benchmark offers up to 8
 (``LOW_FA_SMOOTHINGS``, a 640 ms average at the default 80 ms hop), because
-at 0.1-0.5 FA/h the misses cost more than the delay: on that benchmark
-the rule picked 8 in 11 of 12 rotations of six trainings when offered it, and against what it had picked with at most 4
-on offer (4 in all twelve), it missed 11 points fewer real speakers at 0.1
-FA/h on average (fewer in ten, more in one, by 15) and 8 fewer at 0.5 FA/h
-(more in three, by 0.3-4.7; benchmarks/REAL_SPEECH.md, "decision"). An
-8-hop average lags the scores by 3.5 hops, a 4-hop one by 1.5. The choice
-is written into the model's metadata
+at 0.1-0.5 FA/h the misses cost more than the delay: on that benchmark the
+rule picked 8 in 11 of 12 rotations of six trainings when offered it, and
+against what it had picked with at most 4 on offer (4 in all twelve), it
+missed 11 points fewer real speakers at 0.1 FA/h on average (fewer in ten,
+more in one, by 15) and 8 fewer at 0.5 FA/h (more in three, by 0.3-4.7;
+benchmarks/REAL_SPEECH.md, "decision"). An 8-hop average lags the scores
+by 3.5 hops, a 4-hop one by 1.5. The choice is written into the model's metadata
 (``threshold``, ``smoothing``, ``calibration``) and its card.
 """
 
