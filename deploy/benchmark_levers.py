@@ -42,9 +42,10 @@ def tune_decision(rotation_dir: str | Path, *, target_fa_per_hour: float = 0.5, 
     the longest refractory period: the most margin against false accepts,
     as for smoothing. (Preferring the shortest, as this lever first did,
     picked 0.5 s, which with 8 hops of smoothing let one long false accept
-    fire two or three times: 11 more on one real-speech test stream.) The pick, with its validation threshold, is then applied to the
-    test stream scores the benchmark saved (``test_scores.npz``): no test
-    data takes part in the choice.
+    fire two or three times: 11 more on one real-speech test stream.) The
+    pick, with its validation threshold, is then applied to the test stream
+    scores the benchmark saved (``test_scores.npz``): no test data takes
+    part in the choice.
     """
     from deploy.benchmark_real import REPORT_TARGETS, det_thresholds, saved_test_run
     from deploy.calibrate import CANDIDATES, choose_smoothing, choose_threshold, validation_stream
