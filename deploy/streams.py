@@ -125,7 +125,8 @@ def build_stream(
       test) are inserted in shuffled order at evenly planned times between the
       background clips, each at least ``keyword_spacing_s`` after the end of
       the previous keyword. If the background runs out first, the remaining
-      keywords follow with gaps only, so the stream may exceed ``target_s``.
+      keywords follow one another, still that far apart, so the stream may
+      exceed ``target_s``.
     - ``noise`` (a colour name, a signal to loop, or ``None`` for none) is
       added over the whole stream at ``snr_db`` below the mean power of the
       keyword clips (of the background clips if there are no keywords).

@@ -75,6 +75,7 @@ def test_same_seed_same_stream_and_keywords_without_background(clips):
     audio, events = build_stream(keywords, [], "white", seed=5, snr_db=20, target_s=10.0)
     assert len(events) == len(keywords) and all(e.is_keyword for e in events)
     assert len(audio) / RATE > events[-1].end_s  # the stream grew beyond target_s to fit the spaced keywords
+    assert all(b.start_s - a.end_s >= 3.0 - 1e-4 for a, b in zip(events, events[1:]))  # no background: still spaced
 
 
 @pytest.mark.parametrize("snr_db", [0.0, 10.0, 25.0])
