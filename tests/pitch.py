@@ -8,9 +8,8 @@ def median_f0(audio: np.ndarray, sample_rate: int = 16000) -> float:
 
     Not librosa's pYIN: on Piper's warped "computer" it reported twice the
     pitch for about one take in ten (an octave error over the whole word;
-    seen 217-229 Hz where Praat measured 115-126 Hz), which failed CI.
-    Piper's output differs from run to run (its ONNX graph draws its own
-    noise), so such a take cannot be avoided by fixing the seed.
+    seen 217-229 Hz where Praat measured 115-126 Hz), which failed CI at a
+    time when Piper's takes still differed from run to run.
     """
     import parselmouth
 
