@@ -615,7 +615,8 @@ def run_rotation(rotation: str, wake_words: str, out_dir: str, cfg_dict: dict, d
         dataset = _link_dataset(out / "dataset", Path(shared["dataset"]))  # where the rotation's readers (decision lever, ensembles) look
         checkpoint, train_record, mining = Path(shared["checkpoint"]), {**shared["train"], "shared": True}, shared["mining"]
     trained = time.perf_counter() - t0
-    model_path = export_model(checkpoint, out / "model.onnx", **cfg.export)
+    # threshold 0.5 only until measure_rotation calibrates it (with the rotation's extra background)
+    model_path = export_model(checkpoint, out / "model.onnx", threshold=0.5, **cfg.export)
     measured = measure_rotation(rotation, model_path, dataset, cfg, data, real_files, progress)
     return {
         "rotation": rotation, "train_negative_folders": list(train_words) if cfg.trains_on_real else [],

@@ -138,6 +138,7 @@ def export_model(
     check_audio: list[Path] | None = None,
     tolerance: float = AGREEMENT_TOLERANCE,
     int8: bool = False,
+    progress: bool = True,
 ) -> Path:
     """Export a training checkpoint to ``out_path`` (default: ``model.onnx`` beside it) and write its card.
 
@@ -147,7 +148,7 @@ def export_model(
     on the validation speakers of the training dataset (``deploy.calibrate``). With ``int8``, also
     writes ``<stem>.int8.onnx`` (``deploy.quantize``), compared with the float
     model on the test speakers' clips, and records the comparison in both
-    files' metadata and cards.
+    files' metadata and cards. ``progress``: show the calibration's progress bar.
     """
     checkpoint = Path(checkpoint)
     model, ckpt = load_checkpoint(checkpoint)
@@ -226,7 +227,8 @@ def export_model(
     if threshold is None:
         from deploy.calibrate import calibrate_threshold
 
-        calibrate_threshold(out_path, ckpt["dataset"], target_fa_per_hour=target_fa_per_hour, seed=int(ckpt["seed"]))
+        calibrate_threshold(out_path, ckpt["dataset"], target_fa_per_hour=target_fa_per_hour, seed=int(ckpt["seed"]),
+                            progress=progress)
     if int8:
         from deploy.quantize import add_int8
 

@@ -289,6 +289,10 @@ def test_rotation_of_a_shared_training_calibrates_on_its_training_side_real_spee
     assert rot["calibration"]["extra_background_clips"] == n_train_side + n_val_read
     link = tmp_path / "run" / "rotation-A" / "dataset"
     assert link.is_symlink() and link.resolve() == tiny_dataset.resolve()
+    from deploy.modelfile import KwsModel
+
+    stored = KwsModel(link.parent / "model.onnx").info  # the model keeps the benchmark's calibration, not a placeholder
+    assert (stored.threshold, stored.smoothing) == (rot["calibration"]["threshold"], rot["calibration"]["smoothing"])
     assert rot["test"]["n_keywords"] == 8
     ops = rot["test"]["operating_points"]
     assert [p["target_fa_per_hour"] for p in ops] == list(REPORT_TARGETS)
@@ -300,7 +304,6 @@ def test_rotation_of_a_shared_training_calibrates_on_its_training_side_real_spee
     from deploy.benchmark_levers import tune_decision
     from deploy.calibrate import LOW_FA_SMOOTHINGS
     from deploy.benchmark_real import calibration_background, check_wake_words
-    from deploy.modelfile import KwsModel
 
     real, read_val = calibration_background("A", cfg, data, check_wake_words(ww), KwsModel(link.parent / "model.onnx").info)
     assert len(real) == n_train_side and len(read_val) == n_val_read
