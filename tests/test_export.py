@@ -45,9 +45,13 @@ def test_bad_settings_are_refused(tiny_run, tmp_path):
         export_model(tiny_run.checkpoint, tmp_path / "m.onnx", threshold=1.5)
 
 
-def test_threshold_is_chosen_on_validation_speakers(tiny_run, tmp_path):
-    """Without a threshold, export replays the validation stream and stores the pick in the metadata."""
+def test_threshold_is_chosen_on_validation_speakers(tiny_run, tmp_path, capsys):
+    """Without a threshold, export replays the validation stream and stores the pick in the metadata; ``progress=False`` hides only the bar."""
     path = export_model(tiny_run.checkpoint, tmp_path / "m.onnx", target_fa_per_hour=2.0)
+    assert "stream pass" in capsys.readouterr().err
+    quiet = export_model(tiny_run.checkpoint, tmp_path / "quiet.onnx", target_fa_per_hour=2.0, progress=False)
+    assert "stream pass" not in capsys.readouterr().err
+    assert KwsModel(quiet).info.metadata["calibration"] == KwsModel(path).info.metadata["calibration"]
     info = KwsModel(path).info
     cal = info.metadata["calibration"]
     assert cal["split"] == "val" and cal["target_fa_per_hour"] == 2.0 and cal["n_keywords"] > 0

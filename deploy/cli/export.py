@@ -19,13 +19,14 @@ def export(
     hop_frames: int = typer.Option(8, min=1, help="Feature frames (10 ms each) between two scorings."),
     check_audio: Optional[list[Path]] = typer.Option(None, help="Clips to compare ONNX and PyTorch on (default: the training dataset's)."),
     int8: bool = typer.Option(False, "--int8", help="Also write <name>.int8.onnx: static int8 quantisation calibrated on training clips, compared with float on the test split."),
+    progress: bool = typer.Option(True, "--progress/--no-progress", help="Show the threshold calibration's progress bar."),
 ) -> None:
     """Export a checkpoint; the export fails if ONNX and PyTorch disagree on real clips."""
     from deploy.export import export_model
 
     path = export_model(
         checkpoint, out, threshold=threshold, target_fa_per_hour=target_fa_per_hour, smoothing=smoothing, refractory_s=refractory, hop_frames=hop_frames, check_audio=check_audio,
-        int8=int8,
+        int8=int8, progress=progress,
     )
     _describe(path)
     if int8:
