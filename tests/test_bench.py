@@ -10,8 +10,11 @@ from deploy.bench import (
     BenchStream,
     builtin_stream,
     detection_latency,
+    interleaved_rounds,
     load_stream,
+    median_round,
     mfcc_macs_per_frame,
+    round_ratio,
     run_bench,
     save_stream,
 )
@@ -33,7 +36,7 @@ def short_stream() -> BenchStream:
 @pytest.fixture(scope="module")
 def report(keyword_model, short_stream, tmp_path_factory) -> dict:
     out = tmp_path_factory.mktemp("bench")
-    return run_bench(keyword_model, out_dir=out, min_audio_s=0, copies=(1, 2), stream=short_stream) | {"_out": out}
+    return run_bench(keyword_model, out_dir=out, min_audio_s=0, copies=(1, 2), stream=short_stream, rounds=2) | {"_out": out}
 
 
 def test_stream_knows_its_keywords(short_stream, tmp_path):
@@ -79,6 +82,11 @@ def test_report_has_every_field_with_sane_values(report, short_stream, keyword_m
         assert -1500 < det["median_ms"] < 2000
     assert [m["models"] for m in report["multi"]] == [1, 2]
     assert report["multi"][1]["cpu_s_per_hour"] > 0
+    # Two rounds: each figure is one of its rounds', each ratio within its per-round range.
+    assert report["rounds"] == 2 and len(ours["cpu_s_per_hour_rounds"]) == 2
+    assert ours["cpu_s_per_hour"] in ours["cpu_s_per_hour_rounds"] and ours["cpu_vs_kws"] == 1.0
+    two = report["multi"][1]
+    assert len(two["cpu_s_per_hour_rounds"]) == 2 and two["vs_one_range"][0] <= two["vs_one"] <= two["vs_one_range"][1]
     assert 0 < report["pi4"]["expected_core_share"][0] <= report["pi4"]["expected_core_share"][1]
     assert set(report["targets"]) >= {"cpu_at_most_quarter_of_openwakeword", "median_detection_latency_under_300ms"}
 
@@ -108,6 +116,26 @@ def test_macs_counted_from_the_graph(keyword_model):
     assert mfcc_macs_per_frame(FeatureConfig()) > 512
 
 
+def test_rounds_interleave_and_keep_the_median():
+    """Every job once per round in the same order; the median round per job; ratios taken round by round."""
+    calls = []
+    cpu = {"kws": iter([5.0, 9.0, 6.0]), "other": iter([50.0, 90.0, 30.0])}
+
+    def job(key):
+        def run():
+            calls.append(key)
+            return {"cpu_s_per_hour": next(cpu[key]), "round": len(calls)}
+        return run
+
+    runs = interleaved_rounds({"kws": job("kws"), "other": job("other")}, 3)
+    assert calls == ["kws", "other"] * 3
+    assert median_round(runs["kws"]) == {"cpu_s_per_hour": 6.0, "round": 5, "cpu_s_per_hour_rounds": [5.0, 9.0, 6.0]}
+    assert median_round(runs["kws"][:2])["cpu_s_per_hour"] == 5.0  # an even count keeps the lower middle round
+    ratio, spread = round_ratio(runs["other"], runs["kws"])
+    assert ratio == pytest.approx(10.0) and spread == pytest.approx([5.0, 10.0])  # 10, 10, 5: not 50/6
+    assert round_ratio(runs["other"], [{"cpu_s_per_hour": 0.0}] * 3) == (None, None)
+
+
 def test_detection_latency_matching():
     events = [{"phrase": "computer", "start_s": 1.0, "end_s": 1.5}, {"phrase": "computer", "start_s": 5.0, "end_s": 5.6},
               {"phrase": "hey jarvis", "start_s": 8.0, "end_s": 8.7}]
@@ -122,11 +150,14 @@ def test_cli_bench_and_bad_input(keyword_model, short_stream, tmp_path):
     import deploy.cli.bench  # noqa: F401  (registers the command)
 
     wav = save_stream(short_stream, tmp_path / "s")
-    r = CliRunner().invoke(app, ["bench", str(keyword_model), str(wav), "--out", str(tmp_path / "o"), "--min-audio", "0", "--copies", "1"])
+    r = CliRunner().invoke(app, ["bench", str(keyword_model), str(wav), "--out", str(tmp_path / "o"), "--min-audio", "0", "--copies", "1",
+                                 "--rounds", "1"])
     assert r.exit_code == 0, r.output
     assert "| kws (" in r.output and (tmp_path / "o" / "bench.json").is_file()
     with pytest.raises(ConfigError, match="unknown --against"):
         run_bench(keyword_model, wav, against=["snowboy"], out_dir=tmp_path / "x", min_audio_s=0)
+    with pytest.raises(ConfigError, match="rounds must be at least 1"):
+        run_bench(keyword_model, wav, out_dir=tmp_path / "x", min_audio_s=0, rounds=0)
     with pytest.raises(ModelError):
         run_bench(wav, wav, out_dir=tmp_path / "x", min_audio_s=0)
     with pytest.raises(AudioError, match="not found"):

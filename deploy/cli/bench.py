@@ -22,6 +22,7 @@ def bench(
     min_audio: float = typer.Option(300.0, min=0.0, help="Play the stream back to back until it lasts this many seconds (steadier CPU figures)."),
     copies: str = typer.Option("1,2,4", help="Numbers of models sharing one MFCC front end to measure, comma-separated."),
     against_venv: Optional[Path] = typer.Option(None, help="Venv for the --against engines (default: benchmarks/.venv-against)."),
+    rounds: int = typer.Option(3, min=1, help="Run every engine this many times, interleaved; report each one's median round (CPU share drifts on a shared machine)."),
 ) -> None:
     """Stream audio through the detector as the listener does and report its cost (JSON and Markdown)."""
     from deploy.bench import run_bench
@@ -33,7 +34,7 @@ def bench(
     except ValueError:
         raise ConfigError(f"--copies takes whole numbers separated by commas, got {copies!r}") from None
     report = run_bench(model, audio, against=engines, out_dir=out, chunk=chunk, min_audio_s=min_audio,
-                       copies=n_copies or (1,), against_venv=against_venv)
+                       copies=n_copies or (1,), against_venv=against_venv, rounds=rounds)
     typer.echo((out / "bench.md").read_text(encoding="utf-8"))
     typer.echo(f"written: {out / 'bench.json'}, {out / 'bench.md'}")
     del report
