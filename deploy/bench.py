@@ -6,7 +6,10 @@ chunks on one CPU with one thread: process CPU seconds per hour of audio, the
 real-time factor, per-chunk (and, for ours, per-hop) latency percentiles, the
 detection latency after the end of each known keyword, and the peak resident
 memory of that process (imports count: it is what a listening process costs).
-The static facts come from the model files: size, parameters, and
+Every engine runs once per round for several rounds, interleaved, and
+keeps its median round (``run_bench``): on a shared machine one run each
+can rank two engines either way. The static facts come from the model
+files: size, parameters, and
 multiply-accumulates per second of audio counted from the ONNX graph
 (``deploy.macs``).
 
