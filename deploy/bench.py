@@ -46,6 +46,7 @@ import tempfile
 import time
 import wave
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -411,8 +412,10 @@ def cpu_model() -> str:
     return platform.processor() or platform.machine()
 
 
-def pi4_estimate(ours: dict, facts: dict) -> dict:
+def pi4_estimate(ours: dict) -> dict:
     """Expected share of one Raspberry Pi 4 core while listening, from two independent estimates.
+
+    ``ours``: our engine's report row (its measured CPU and ``kws_facts``).
 
     1. Scaling what was measured here: this machine's CPU seconds per second
        of audio times ``PI4_SLOWDOWN`` (a Cortex-A72 core at 1.5 GHz runs
@@ -427,7 +430,7 @@ def pi4_estimate(ours: dict, facts: dict) -> dict:
     """
     here = ours["cpu_s"] / ours["audio_s"]
     lo, hi = here * PI4_SLOWDOWN[0], here * PI4_SLOWDOWN[1]
-    macs = facts.get("macs_per_s")
+    macs = ours.get("macs_per_s")
     arithmetic = None if macs is None else macs / (PI4_CLOCK_HZ * PI4_MACS_PER_CYCLE)
     expected_hi = max(hi, arithmetic or 0.0)
     return {
@@ -512,18 +515,17 @@ def run_bench(
     python_against = ensure_against_venv(against_venv) if against else None
 
     q = int8_sibling(model)
-    jobs = {"kws": (sys.executable, "kws", [str(model)], 1)}
-    if q is not None:
-        jobs["int8"] = (sys.executable, "kws", [str(q)], 1)
-    for engine in against:
-        jobs[engine] = (python_against, engine, [AGAINST_ENGINES[engine][0]], 1)
-    for n in copies:
-        if n > 1:
-            jobs[f"copies-{n}"] = (sys.executable, "kws", [str(model)], n)
     with tempfile.TemporaryDirectory(prefix="kws-bench-") as tmp:
         raw = _write_raw(measured, Path(tmp) / "stream.s16")
-        runs = interleaved_rounds({key: (lambda job=job: run_worker(job[0], job[1], job[2], raw, chunk, copies=job[3])) for key, job in jobs.items()},
-                                  rounds)
+        jobs = {"kws": partial(run_worker, sys.executable, "kws", [str(model)], raw, chunk)}
+        if q is not None:
+            jobs["int8"] = partial(run_worker, sys.executable, "kws", [str(q)], raw, chunk)
+        for engine in against:
+            jobs[engine] = partial(run_worker, python_against, engine, [AGAINST_ENGINES[engine][0]], raw, chunk)
+        for n in copies:
+            if n > 1:
+                jobs[f"copies-{n}"] = partial(run_worker, sys.executable, "kws", [str(model)], raw, chunk, copies=n)
+        runs = interleaved_rounds(jobs, rounds)
 
     def kws_row(key: str, path: Path, label: str) -> dict:
         r = median_round(runs[key])
@@ -564,7 +566,7 @@ def run_bench(
         "model": str(model),
         "engines": rows,
         "multi": multi,
-        "pi4": pi4_estimate(ours, ours),
+        "pi4": pi4_estimate(ours),
         "targets": targets(rows, multi),
     }
     (out_dir / "bench.json").write_text(json.dumps(report, indent=1, default=float), encoding="utf-8")
