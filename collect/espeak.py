@@ -27,6 +27,7 @@ from features.errors import ConfigError, KwsError
 _AUDIO_OUTPUT_SYNCHRONOUS = 2
 _POS_CHARACTER = 1
 _CHARS_UTF8 = 1
+_PHONEMES_IPA = 0x02  # espeak_TextToPhonemes: phoneme names in the IPA, as UTF-8
 _PARAM = {"rate": 1, "volume": 2, "pitch": 3, "range": 4, "wordgap": 7}
 _CALLBACK = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.POINTER(ctypes.c_short), ctypes.c_int, ctypes.c_void_p)
 
@@ -53,6 +54,8 @@ class _Engine:
         self.lib.espeak_ng_SetRandSeed.argtypes = [ctypes.c_long]
         self._libc = ctypes.CDLL(None)  # the C library the engine's rand() comes from
         self._libc.srand.argtypes = [ctypes.c_uint]
+        self.lib.espeak_TextToPhonemes.argtypes = [ctypes.POINTER(ctypes.c_char_p), ctypes.c_int, ctypes.c_int]
+        self.lib.espeak_TextToPhonemes.restype = ctypes.c_char_p
         self.lib.espeak_Synth.argtypes = [
             ctypes.c_char_p, ctypes.c_size_t, ctypes.c_uint, ctypes.c_int, ctypes.c_uint, ctypes.c_uint, ctypes.c_void_p, ctypes.c_void_p
         ]
@@ -79,6 +82,26 @@ class _Engine:
             return np.zeros(0, np.float32)
         return np.concatenate(self._chunks).astype(np.float32) / 32768.0
 
+    def phonemes(self, text: str, voice: str) -> list[str]:
+        if self.lib.espeak_SetVoiceByName(voice.encode()) != 0:
+            raise ConfigError(f"espeak-ng has no voice {voice!r}")
+        buffer = ctypes.c_char_p(text.encode("utf-8"))  # the library moves this pointer clause by clause
+        pointer = ctypes.pointer(buffer)
+        clauses = []
+        while buffer.value:
+            out = self.lib.espeak_TextToPhonemes(pointer, _CHARS_UTF8, _PHONEMES_IPA)
+            if out:
+                clauses.append(out.decode("utf-8"))
+        return clauses
+
+
+def _locked_engine() -> _Engine:
+    """The process's engine, made on first use; call with ``_lock`` held."""
+    global _engine
+    if _engine is None:
+        _engine = _Engine()
+    return _engine
+
 
 def espeak(text: str, voice: str = "en-us", *, rate: int = 175, pitch: int = 50, pitch_range: int = 50, word_gap: int = 0, volume: int = 100,
            seed: int | None = None) -> tuple[np.ndarray, int]:
@@ -89,9 +112,17 @@ def espeak(text: str, voice: str = "en-us", *, rate: int = 175, pitch: int = 50,
     waveform's random flutter (see the module docstring). Returns float32 audio and its sample
     rate (22050 Hz for espeak-ng).
     """
-    global _engine
     with _lock:
-        if _engine is None:
-            _engine = _Engine()
+        engine = _locked_engine()
         params = {"rate": rate, "pitch": pitch, "range": pitch_range, "wordgap": word_gap, "volume": volume}
-        return _engine.synth(text, voice, params, seed), _engine.sample_rate
+        return engine.synth(text, voice, params, seed), engine.sample_rate
+
+
+def phonemize(text: str, voice: str = "en-us") -> list[str]:
+    """``text`` as the IPA phonemes an espeak-ng voice would speak, one string per clause.
+
+    Punctuation is not kept (espeak-ng reads it as clause breaks); stress
+    marks are. For engines that speak phonemes (``collect.kokoro_tts``).
+    """
+    with _lock:
+        return _locked_engine().phonemes(text, voice)

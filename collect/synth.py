@@ -1,4 +1,4 @@
-"""Synthetic voices: a multi-accent dataset for any wake phrase, from espeak-ng, Piper or Flite.
+"""Synthetic voices: a multi-accent dataset for any wake phrase, from espeak-ng, Piper, Flite or Kokoro.
 
 Each *synthetic speaker* is one voice configuration (accent voice, variant,
 base pitch, pitch range, speaking rate); it counts as a speaker for the
@@ -17,8 +17,10 @@ gives foreign-accented English. Clips are written under
 The second engine, ``piper`` (``collect.piper_tts``), speaks the same prompts
 in the same accents with a neural voice; the third, ``flite``
 (``collect.flite_tts``), with four voices made from recordings, in the two
-accents it has. Each engine writes its own session (``synth-espeak``,
-``synth-piper``, ``synth-flite``) so a dataset can hold all of them.
+accents it has; the fourth, ``kokoro`` (``collect.kokoro_tts``), with blends
+of another neural model's five voices, mostly women's. Each engine writes its
+own session (``synth-espeak``, ``synth-piper``, ``synth-flite``,
+``synth-kokoro``) so a dataset can hold all of them.
 
 The seed fixes voices, prompts and every parameter, and seeds espeak-ng's own
 waveform flutter per take, so ``kws synth`` run twice with the same arguments
@@ -48,8 +50,8 @@ log = logging.getLogger("kws")
 
 ENGINE = "espeak-ng"
 SESSION = "synth-espeak"
-SESSIONS = {"espeak": SESSION, "piper": "synth-piper", "flite": "synth-flite"}  # engine -> the session folder it writes
-DEVICES = {"espeak": ENGINE, "piper": "piper", "flite": "flite"}  # engine -> the manifest's device field
+SESSIONS = {"espeak": SESSION, "piper": "synth-piper", "flite": "synth-flite", "kokoro": "synth-kokoro"}  # engine -> its session folder
+DEVICES = {"espeak": ENGINE, "piper": "piper", "flite": "flite", "kokoro": "kokoro"}  # engine -> the manifest's device field
 
 # accent tag -> espeak-ng voice. Tags follow BCP 47; "en-x-<lang>" is English read by a <lang> voice.
 ACCENTS: dict[str, str] = {
@@ -136,7 +138,7 @@ def make_voices(accents: list[str], n_per_accent: int, seed: int) -> list[Voice]
 def take(text: str, voice, rng: np.random.Generator) -> np.ndarray:
     """One take: the speaker's voice with per-take jitter, a random gap either side, a random level.
 
-    ``voice`` is an espeak-ng ``Voice``, a ``collect.piper_tts.PiperSpeaker`` or a ``collect.flite_tts.FliteSpeaker``.
+    ``voice`` is an espeak-ng ``Voice``, or a ``PiperSpeaker``, ``FliteSpeaker`` or ``KokoroSpeaker`` of those engines' modules.
     """
     if isinstance(voice, Voice):
         audio = synthesize(
@@ -149,9 +151,10 @@ def take(text: str, voice, rng: np.random.Generator) -> np.ndarray:
             seed=int(rng.integers(2**31)),
         )
     else:
-        from collect import flite_tts, piper_tts
+        from collect import flite_tts, kokoro_tts, piper_tts
 
-        audio = (piper_tts if isinstance(voice, piper_tts.PiperSpeaker) else flite_tts).speak(text, voice, rng)
+        engine = {piper_tts.PiperSpeaker: piper_tts, flite_tts.FliteSpeaker: flite_tts, kokoro_tts.KokoroSpeaker: kokoro_tts}[type(voice)]
+        audio = engine.speak(text, voice, rng)
         loud = np.flatnonzero(np.abs(audio) > 1e-2 * max(float(np.max(np.abs(audio))), 1e-6))
         audio = audio[loud[0]: loud[-1] + 1] if len(loud) else audio  # no silence of the engine's own: the gaps come next
     before, after = (int(SAMPLE_RATE * s) for s in rng.uniform(0.05, 0.35, size=2))
@@ -176,6 +179,11 @@ def engine_voices(engine: str, accents: list[str], n_per_accent: int, seed: int,
 
         binary()  # refuse before writing anything when flite is not installed
         return make_speakers(accents, n_per_accent, seed)
+    if engine == "kokoro":
+        from collect.kokoro_tts import make_speakers, model
+
+        model()  # refuse before writing anything when the model is not installed
+        return make_speakers({a: ACCENTS[a] for a in accents}, n_per_accent, seed)
     raise ConfigError(f"unknown synthesis engine {engine!r}; known: {', '.join(SESSIONS)}")
 
 
@@ -217,8 +225,8 @@ def synthesize_dataset(
 
     Each voice speaks the phrase ``takes_per_voice`` times, ``n_confusables``
     hard negatives and ``n_sentences`` ordinary sentences; ``n_noise`` noise
-    clips (default: one per voice) are added. ``engine`` is "espeak" or
-    "piper" or "flite"; each writes its own session (``piper_voices``: the
+    clips (default: one per voice) are added. ``engine`` is "espeak",
+    "piper", "flite" or "kokoro"; each writes its own session (``piper_voices``: the
     Piper speaker recipe, ``collect.piper_tts.VOICES``). Only that session folder is replaced
     with ``overwrite``; recorded sessions beside it are never touched.
     """

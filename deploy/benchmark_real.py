@@ -95,6 +95,8 @@ class BenchConfig:
     synth: dict = field(default_factory=lambda: {"n_voices_per_accent": 8, "takes_per_voice": 10, "n_confusables": 8,
                                                  "n_sentences": 8, "seed": 0})
     engines: tuple = ("espeak",)  # synthesis engines of the training and held-out voices (collect.synth.SESSIONS)
+    # engine -> synth keys changed for that engine's training session only ({"kokoro": {"n_voices_per_accent": 4}})
+    engine_synth: dict = field(default_factory=dict)
     train_config: str | dict = "default.json"  # a file under configs/ (or a path), or an inline TrainConfig dict
     train_overrides: dict = field(default_factory=dict)  # settings changed on top of train_config ("augment.max_warp": 0.2)
     # True: the rotation's training-side real folders are training negatives. False: training is synthetic only.
@@ -145,6 +147,10 @@ class BenchConfig:
         cfg = cls(**d)
         if not (isinstance(cfg.real_negatives, bool) or cfg.real_negatives == "validation"):
             raise ConfigError(f"benchmark config: real_negatives must be true, false or \"validation\", got {cfg.real_negatives!r}")
+        for engine, keys in cfg.engine_synth.items():
+            if engine not in cfg.engines or not isinstance(keys, dict) or set(keys) - set(cfg.synth):
+                raise ConfigError(f"benchmark config: engine_synth[{engine!r}] must name one of the engines ({', '.join(cfg.engines)}) "
+                                  f"and change synth keys ({', '.join(cfg.synth)}), got {keys!r}")
         for r in cfg.rotations:
             if r not in ROTATIONS:
                 raise ConfigError(f"benchmark config: unknown rotation {r!r}; known: {', '.join(ROTATIONS)}")
@@ -245,17 +251,21 @@ def _mark_done(folder: Path, params: dict) -> None:
     (folder / ".complete").write_text(json.dumps(params, sort_keys=True, default=str))
 
 
-def _synth_sessions(cache: Path, kind: str, engines: tuple, params: dict, progress: bool) -> Path:
+def _synth_sessions(cache: Path, kind: str, engines: tuple, params: dict, progress: bool, engine_synth: dict | None = None) -> Path:
     """A dataset folder holding one synthetic session per engine; returns the folder.
 
     Each engine's session is made once and cached on its own (``<kind>-<engine>-<digest>``),
     so adding an engine to a config synthesises only that engine; the
-    returned folder links the sessions it combines.
+    returned folder links the sessions it combines. ``engine_synth`` changes
+    some engines' own arguments (``BenchConfig.engine_synth``).
     """
     from collect.synth import SESSIONS, synthesize_dataset
 
-    per_engine = {engine: _engine_params(engine, params) for engine in engines}
+    engine_synth = engine_synth or {}
+    per_engine = {engine: {**_engine_params(engine, params), **engine_synth.get(engine, {})} for engine in engines}
     shared = {k: v for k, v in params.items() if k != "piper_voices"}  # the Piper recipe counts only when Piper is an engine
+    if engine_synth:  # left out when empty, so the folders cached before it existed still match
+        shared["engine_synth"] = engine_synth
     folder = cache / f"{kind}-{_digest(_key({**shared, 'engines': list(engines), **per_engine.get('piper', {})}))}"
     folder.mkdir(parents=True, exist_ok=True)
     for engine, own in per_engine.items():
@@ -286,7 +296,7 @@ def _key(params: dict) -> dict:
 def training_synth(cache: Path, cfg: BenchConfig, progress: bool) -> Path:
     """The synthetic training sessions (``synth-espeak``, ``synth-piper``, ...); returns the dataset folder."""
     params = {"phrase": KEYWORD, **cfg.synth}
-    return _synth_sessions(cache, "synth", cfg.engines, params, progress)
+    return _synth_sessions(cache, "synth", cfg.engines, params, progress, cfg.engine_synth)
 
 
 def heldout_keywords(cache: Path, cfg: BenchConfig, progress: bool) -> Path:
