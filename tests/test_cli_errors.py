@@ -15,6 +15,18 @@ def run(*args, cwd=None):
     return subprocess.run([KWS, *map(str, args)], capture_output=True, text=True, cwd=cwd, timeout=300)
 
 
+def synth_twice(tmp_path, engine: str, *args) -> list:
+    """``kws synth --engine`` in two fresh processes with the same arguments; asserts the same bytes, returns the rows."""
+    from collect.manifest import load_rows
+
+    for name in ("a", "b"):
+        ok = run("synth", tmp_path / name, "--engine", engine, *args)
+        assert ok.returncode == 0, ok.stderr
+    a, b = load_rows(tmp_path / "a"), load_rows(tmp_path / "b")
+    assert a and [(r.path, r.sha256) for r in a] == [(r.path, r.sha256) for r in b]
+    return a
+
+
 def assert_clean_error(result, *needles):
     assert result.returncode != 0, result.stdout + result.stderr
     assert "Traceback" not in result.stderr, result.stderr

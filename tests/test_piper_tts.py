@@ -3,12 +3,10 @@
 import numpy as np
 import pytest
 
-from collect.datacheck import check_dataset
-from collect.manifest import load_rows
-from collect.synth import SESSIONS, engine_voices, synthesize_dataset
-from pitch import median_f0
-from features.audio import load_audio, sha256_file
+from collect.synth import engine_voices, synthesize_dataset
 from features.errors import ConfigError
+from pitch import median_f0
+from test_synth import session_beside_espeak
 
 piper_tts = pytest.importorskip("collect.piper_tts")
 if not piper_tts.available():
@@ -43,21 +41,8 @@ def test_accents_change_the_phonemes():
 
 
 def test_piper_session_beside_espeak(tmp_path):
-    kw = dict(accents=["en-US", "en-x-de"], n_voices_per_accent=2, takes_per_voice=2, n_confusables=1, n_sentences=1,
-              n_noise=1, seed=5, progress=False)
-    synthesize_dataset(tmp_path, "computer", engine="espeak", **kw)
-    synthesize_dataset(tmp_path, "computer", engine="piper", **kw)
-    rows = load_rows(tmp_path)
-    piper_rows = [r for r in rows if r.session == SESSIONS["piper"]]
-    assert len(piper_rows) == len(rows) - len(piper_rows) == 4 * 4 + 1
-    speakers = {r.speaker for r in piper_rows if r.kind != "noise"}
-    assert len(speakers) == 4 and not speakers & {r.speaker for r in rows if r.session == SESSIONS["espeak"]}
-    for r in piper_rows:
-        assert r.sha256 == sha256_file(tmp_path / r.path)
-        if r.kind != "noise":
-            assert r.source.startswith("piper:") and r.device == "piper"
-            assert 0.3 < len(load_audio(tmp_path / r.path)) / 16000 < 12
-    assert not check_dataset(tmp_path).problems
+    rows = session_beside_espeak(tmp_path, "piper", n_sentences=1)
+    assert all(r.source.startswith("piper:") and r.device == "piper" for r in rows if r.kind != "noise")
 
 
 def test_takes_repeat_with_their_seed_and_differ_between_seeds():
@@ -82,16 +67,11 @@ def test_unknown_engine_is_a_clear_error(tmp_path):
 
 
 def test_kws_synth_engine_option(tmp_path):
-    from test_cli_errors import assert_clean_error, run
+    from test_cli_errors import assert_clean_error, run, synth_twice
 
-    args = ["--accents", "en-GB", "--voices", "1", "--takes", "2", "--confusables", "0", "--sentences", "1",
-            "--noise", "0", "--engine", "piper", "--seed", "3"]
-    for name in ("a", "b"):  # two fresh processes: the same seed gives the same bytes
-        ok = run("synth", tmp_path / name, *args)
-        assert ok.returncode == 0, ok.stderr
-    a, b = load_rows(tmp_path / "a"), load_rows(tmp_path / "b")
-    assert [r.source.split(":")[0] for r in a] == ["piper"] * 3
-    assert [(r.path, r.sha256) for r in a] == [(r.path, r.sha256) for r in b]
+    rows = synth_twice(tmp_path, "piper", "--accents", "en-GB", "--voices", "1", "--takes", "2", "--confusables", "0",
+                       "--sentences", "1", "--noise", "0", "--seed", "3")
+    assert [r.source.split(":")[0] for r in rows] == ["piper"] * 3
     assert_clean_error(run("synth", tmp_path / "other", "--engine", "festival"), "unknown synthesis engine 'festival'")
 
 

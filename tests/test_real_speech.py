@@ -109,6 +109,9 @@ def test_bench_config_files_parse():
     for rounds in (0, 1.5, "2"):
         with pytest.raises(ConfigError, match="mining.rounds"):
             BenchConfig.from_dict({"mining": {"rounds": rounds}})
+    for bad in ({"kokoro": {"n_voices_per_accent": 4}}, {"espeak": {"n_voices": 4}}, {"espeak": 4}):  # not an engine; not a synth key
+        with pytest.raises(ConfigError, match="engine_synth"):
+            BenchConfig.from_dict({"engines": ["espeak"], "engine_synth": bad})
 
 
 def test_train_overrides_change_only_the_settings_they_name():

@@ -9,9 +9,28 @@ import pytest
 
 from collect.datacheck import check_dataset
 from collect.manifest import NEGATIVE, NOISE, load_rows
-from collect.synth import ACCENTS, SESSION, make_voices, slug, synthesize, synthesize_dataset
+from collect.synth import ACCENTS, SESSION, SESSIONS, make_voices, slug, synthesize, synthesize_dataset
 from features.audio import load_audio, sha256_file
 from features.errors import ConfigError
+
+
+def session_beside_espeak(tmp_path, engine: str, n_sentences: int) -> list:
+    """An espeak-ng session and ``engine``'s in one dataset: its rows, checked (counts, own speakers, digests, lengths)."""
+    kw = dict(accents=["en-US", "en-x-de"], n_voices_per_accent=2, takes_per_voice=2, n_confusables=1, n_sentences=n_sentences,
+              n_noise=1, seed=5, progress=False)
+    synthesize_dataset(tmp_path, "computer", engine="espeak", **kw)
+    synthesize_dataset(tmp_path, "computer", engine=engine, **kw)
+    rows = load_rows(tmp_path)
+    own = [r for r in rows if r.session == SESSIONS[engine]]
+    assert len(own) == len(rows) - len(own) == 4 * (3 + n_sentences) + 1
+    speakers = {r.speaker for r in own if r.kind != "noise"}
+    assert len(speakers) == 4 and not speakers & {r.speaker for r in rows if r.session == SESSIONS["espeak"]}
+    for r in own:
+        assert r.sha256 == sha256_file(tmp_path / r.path)
+        if r.kind != "noise":
+            assert 0.3 < len(load_audio(tmp_path / r.path)) / 16000 < 12
+    assert not check_dataset(tmp_path).problems
+    return own
 
 
 def test_synthesize_is_speech_at_16k():

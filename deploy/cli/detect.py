@@ -22,7 +22,6 @@ if any file failed.
 from __future__ import annotations
 
 import csv
-import sys
 from pathlib import Path
 from typing import Optional
 

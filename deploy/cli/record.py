@@ -114,7 +114,7 @@ def record(
                                      mic.name, settings, session_id=sid)
         session.record_consent(speaker)
         say(f"session {session.id}: {len(prompt_list)} prompts, device {mic.name!r} at {mic.rate} Hz"
-            + (f" (resampled to 16000 Hz)" if mic.rate != 16000 else ""))
+            + (" (resampled to 16000 Hz)" if mic.rate != 16000 else ""))
 
     if countdown is None:
         countdown = 0.0 if not interactive else 2.0
