@@ -26,7 +26,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from collect.manifest import HUMAN, MANIFEST_NAME, NEGATIVE, NOISE, ClipRow, manifest_paths, now_iso, read_dataset
-from collect.record import CONSENT_FILE, REJECTED_DIR, SESSION_FILE, _Appender, check_speaker_id, check_writable, rewrite_jsonl_atomic, write_new_wav
+from collect.durable import Appender, check_writable, rewrite_jsonl_atomic, write_new_wav
+from collect.record import CONSENT_FILE, REJECTED_DIR, SESSION_FILE, check_speaker_id
 from features.audio import SAMPLE_RATE, load_audio, sha256_file
 from features.errors import AudioError, ConfigError, KwsError, ManifestError
 
@@ -117,7 +118,7 @@ def forget_speaker(dataset: str | Path, speaker: str, dry_run: bool = False) -> 
 def _append_consent_withdrawal(path: Path, speaker: str) -> None:
     entries = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip().startswith("{")]
     if any(e.get("speaker") == speaker for e in entries):
-        a = _Appender(path)
+        a = Appender(path)
         try:
             a.append({"time": now_iso(), "speaker": speaker, "consent": False, "withdrawn": True, "data_removed": True})
         finally:
@@ -260,7 +261,7 @@ def import_folder(dataset: str | Path, folder: str | Path, metadata: str | Path 
                 continue
             if appender is None:
                 session_dir.mkdir(parents=True, exist_ok=True)
-                appender = _Appender(session_dir / MANIFEST_NAME)
+                appender = Appender(session_dir / MANIFEST_NAME)
             sub = session_dir / re.sub(r"[^A-Za-z0-9._-]+", "_", label)
             sub.mkdir(exist_ok=True)
             stem = f"{spk}-{re.sub(r'[^A-Za-z0-9._-]+', '_', src.stem)}"

@@ -26,6 +26,9 @@ Why takes cannot be lost or mislabelled:
 - Resume removes stale temp files and moves any WAV without a row (a SIGKILL
   between the rename and the append) to ``rejected/``.
 
+The file writing itself (new names, fsync, atomic replace, Ctrl-C held back)
+is ``collect.durable``'s.
+
 The take loop (``run_session``) talks to a ``Frontend``: ``ScriptedFrontend``
 records every prompt without a keyboard (the tests, batch use); the terminal
 UI (``collect.tui``) asks the organiser's keys.
@@ -34,23 +37,18 @@ UI (``collect.tui``) asks the organiser's keys.
 from __future__ import annotations
 
 import hashlib
-import io
 import json
-import os
 import re
-import signal
-import tempfile
 from collections import Counter
-from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Protocol
 
 import numpy as np
-import soundfile as sf
 
 from collect import phrases
+from collect.durable import Appender, append_line, move_aside, read_jsonl, rewrite_jsonl_atomic, sigint_deferred, write_json_atomic, write_new_wav
 from collect.manifest import HUMAN, MANIFEST_NAME, NEGATIVE, ClipRow, now_iso, read_dataset, read_manifest
 from collect.quality import QualityLimits, TakeReport, check_take, level_dbfs, trim
 from features.audio import SAMPLE_RATE, sha256_file
@@ -201,184 +199,6 @@ def known_accents(dataset: str | Path) -> list[str]:
     return [a for a, _ in Counter(r.accent for r in rows).most_common()]
 
 
-def check_writable(dataset: str | Path) -> None:
-    """Fail before any question is asked if takes could not be saved under ``dataset``.
-
-    Creates the dataset folder if needed (an empty folder is not a recording)
-    and writes then removes a probe file, so a read-only mount, a path under a
-    file or a full disk is found now, not after the volunteer's first take.
-    """
-    dataset = Path(dataset)
-    try:
-        dataset.mkdir(parents=True, exist_ok=True)
-        fd, probe = tempfile.mkstemp(dir=dataset, prefix=".kws-probe-", suffix=".tmp")
-        try:
-            os.write(fd, b"\0" * 4096)
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-            os.unlink(probe)
-    except OSError as exc:
-        raise ManifestError(f"{dataset}: dataset folder is not writable ({exc.strerror or exc})") from None
-
-
-# ---------------------------------------------------------------- saving
-
-@contextmanager
-def sigint_deferred():
-    """Hold SIGINT/SIGTERM back while a take's file and its row are written, so Ctrl-C never splits them."""
-    try:
-        old = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
-    except (AttributeError, ValueError, OSError):  # not the main thread, or no pthread_sigmask
-        yield
-        return
-    try:
-        yield
-    finally:
-        signal.pthread_sigmask(signal.SIG_SETMASK, old)
-
-
-def _default_mode(fd: int) -> None:
-    """Give a file made by ``mkstemp`` (mode 0600) the mode a plain ``open`` would: clips are shared data."""
-    mask = os.umask(0)
-    os.umask(mask)
-    try:
-        os.fchmod(fd, 0o666 & ~mask)
-    except OSError:
-        pass
-
-
-def _fsync_dir(folder: Path) -> None:
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
-def write_new_wav(folder: Path, stem: str, audio: np.ndarray) -> Path:
-    """Write a 16 kHz PCM-16 WAV under a name that does not exist yet; never overwrites.
-
-    The bytes are encoded in memory, written to a temp file and fsynced, then
-    hard-linked to ``stem.wav`` (or ``stem-2.wav``, ...: the first free name)
-    and the temp removed. A full disk raises ``OSError`` with nothing left behind.
-    """
-    buf = io.BytesIO()
-    sf.write(buf, np.clip(np.asarray(audio, np.float32).reshape(-1), -1, 1), SAMPLE_RATE, subtype="PCM_16", format="WAV")
-    data = buf.getvalue()
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{stem}-", suffix=".tmp")
-    try:
-        try:
-            _default_mode(fd)
-            view = memoryview(data)
-            while view:
-                view = view[os.write(fd, view):]
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        for k in range(1, 1000):
-            path = folder / (f"{stem}.wav" if k == 1 else f"{stem}-{k}.wav")
-            try:
-                os.link(tmp, path)
-            except FileExistsError:
-                continue
-            _fsync_dir(folder)
-            return path
-        raise ManifestError(f"{folder}: no free file name for {stem}")
-    finally:
-        Path(tmp).unlink(missing_ok=True)
-
-
-def move_aside(src: Path, folder: Path) -> Path:
-    """Move ``src`` into ``folder`` under its name or the first free ``-2``, ``-3``... variant; never overwrites."""
-    folder.mkdir(exist_ok=True)
-    for k in range(1, 1000):
-        dst = folder / (src.name if k == 1 else f"{src.stem}-{k}{src.suffix}")
-        try:
-            os.link(src, dst)
-        except FileExistsError:
-            continue
-        src.unlink()
-        _fsync_dir(folder)
-        return dst
-    raise ManifestError(f"{folder}: no free file name for {src.name}")
-
-
-class _Appender:
-    """An append-only JSON-lines file: each line flushed and fsynced; a failed write is cut off again."""
-
-    def __init__(self, path: Path):
-        self.path = path
-        self._file = open(path, "a", encoding="utf-8")
-
-    def append(self, obj: dict | str) -> None:
-        line = (obj if isinstance(obj, str) else json.dumps(obj, ensure_ascii=False, sort_keys=True)) + "\n"
-        pos = self._file.tell()
-        try:
-            self._file.write(line)
-            self._file.flush()
-            os.fsync(self._file.fileno())
-        except OSError:
-            try:  # leave no half line behind: the next append would glue onto it
-                self._file.close()
-                os.truncate(self.path, pos)
-            except OSError:
-                pass
-            self._file = open(self.path, "a", encoding="utf-8")
-            raise
-
-    def close(self) -> None:
-        self._file.close()
-
-
-def _append_line(path: Path, obj: dict) -> None:
-    a = _Appender(path)
-    try:
-        a.append(obj)
-    finally:
-        a.close()
-
-
-def _read_jsonl(path: Path) -> list[dict]:
-    out = []
-    if path.exists():
-        for line in path.read_text(encoding="utf-8").splitlines():
-            try:
-                out.append(json.loads(line))
-            except json.JSONDecodeError:
-                continue  # a line cut by a crash: ignored, the rest still counts
-    return out
-
-
-def write_text_atomic(path: Path, text: str) -> None:
-    """Replace ``path`` by ``text``: a temp file in the same folder, fsync, rename, fsync the folder."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}-", suffix=".tmp")
-    _default_mode(fd)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-        _fsync_dir(path.parent)
-    finally:
-        Path(tmp).unlink(missing_ok=True)
-
-
-def write_json_atomic(path: Path, obj: dict) -> None:
-    write_text_atomic(path, json.dumps(obj, indent=2, ensure_ascii=False) + "\n")
-
-
-def rewrite_jsonl_atomic(path: Path, lines: list[str]) -> None:
-    """Replace a JSON-lines file by ``lines`` (raw text, kept verbatim)."""
-    write_text_atomic(path, "".join(line if line.endswith("\n") else line + "\n" for line in lines))
-
-
 # ---------------------------------------------------------------- the session on disk
 
 def new_session_id(speaker: str) -> str:
@@ -397,7 +217,7 @@ class Session:
         self.device: str = plan["device"]
         self.speaker = Speaker(**plan["speaker"])
         self.prompts = [Prompt(**p) for p in plan["prompts"]]
-        self._manifest: _Appender | None = None
+        self._manifest: Appender | None = None
 
     # creating and reopening
 
@@ -456,7 +276,7 @@ class Session:
     # consent
 
     def consents(self) -> list[dict]:
-        return _read_jsonl(self.dir / CONSENT_FILE)
+        return read_jsonl(self.dir / CONSENT_FILE)
 
     def has_consent(self, speaker: str) -> bool:
         state = False
@@ -466,7 +286,7 @@ class Session:
         return state
 
     def record_consent(self, speaker: str) -> None:
-        _append_line(self.dir / CONSENT_FILE, {
+        append_line(self.dir / CONSENT_FILE, {
             "time": now_iso(), "speaker": speaker, "consent": True,
             "consent_version": CONSENT_VERSION, "consent_sha256": consent_sha256(),
         })
@@ -478,7 +298,7 @@ class Session:
         return read_manifest(path)[0] if path.exists() else []
 
     def events(self) -> list[dict]:
-        return _read_jsonl(self.dir / EVENTS_FILE)
+        return read_jsonl(self.dir / EVENTS_FILE)
 
     def remaining(self) -> list[Prompt]:
         """Prompts still to record, in plan order: neither kept nor skipped (a take marked bad frees its prompt)."""
@@ -493,7 +313,7 @@ class Session:
         audio = np.asarray(audio, np.float32).reshape(-1)
         stem = f"{self.speaker.speaker}-{prompt.index:03d}-{prompt.kind}"
         if self._manifest is None:
-            self._manifest = _Appender(self.dir / MANIFEST_NAME)
+            self._manifest = Appender(self.dir / MANIFEST_NAME)
         with sigint_deferred():
             try:
                 path = write_new_wav(self.dir, stem, audio)
@@ -516,7 +336,7 @@ class Session:
         return row
 
     def skip(self, prompt: Prompt, reason: str) -> None:
-        _append_line(self.dir / EVENTS_FILE, {"time": now_iso(), "type": "skip", "prompt": prompt.index, "reason": reason})
+        append_line(self.dir / EVENTS_FILE, {"time": now_iso(), "type": "skip", "prompt": prompt.index, "reason": reason})
 
     def mark_bad(self, row: ClipRow, reason: str, ask_again: bool) -> None:
         """Take a kept take out of the dataset: its row leaves the manifest, its file moves to ``rejected/``.
@@ -541,7 +361,7 @@ class Session:
             src = self.dataset / row.path
             if src.exists():
                 move_aside(src, self.dir / REJECTED_DIR)
-            _append_line(self.dir / EVENTS_FILE, {"time": now_iso(), "type": "bad", "prompt": row.extra.get("prompt"),
+            append_line(self.dir / EVENTS_FILE, {"time": now_iso(), "type": "bad", "prompt": row.extra.get("prompt"),
                                                   "path": row.path, "reason": reason})
             if not ask_again:
                 prompt = next(p for p in self.prompts if p.index == row.extra.get("prompt"))

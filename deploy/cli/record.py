@@ -47,6 +47,7 @@ def record(
     from rich.console import Console
 
     from collect import record as rec
+    from collect.durable import check_writable
     from collect.mic import Microphone
     from features.errors import ConfigError, DeviceError, KwsError
 
@@ -57,7 +58,7 @@ def record(
     console = Console(stderr=False)
     say = typer.echo
     created_dataset = not dataset.exists()
-    rec.check_writable(dataset)  # before any question: a take that cannot be saved must not be asked for
+    check_writable(dataset)  # before any question: a take that cannot be saved must not be asked for
     if age_band and age_band not in rec.AGE_BANDS:  # "" means "not given" (and is not asked)
         raise ConfigError(f"--age-band {age_band!r}: use one of {', '.join(rec.AGE_BANDS)}")
 
