@@ -340,3 +340,48 @@ def test_rotation_of_a_shared_training_calibrates_on_its_training_side_real_spee
     assert np.array_equal(member["times"], averaged["times"])
     assert np.allclose(member["scores"], averaged["scores"], atol=1e-5)
     assert (tmp_path / "both" / "report.md").is_file()
+
+
+LOCK_RUN = """
+import json, logging, sys
+logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(message)s")
+from pathlib import Path
+from deploy.benchmark_real import BenchConfig, prepare_data
+cfg = BenchConfig.from_dict(json.loads(sys.argv[2]))
+print(json.dumps(prepare_data(Path(sys.argv[1]), cfg, progress=False)))
+"""
+
+
+def test_two_runs_wait_for_the_cache_lock_and_synthesise_once(tmp_path):
+    """Two benchmark runs started while the cache is locked both wait, then one synthesises and the other reuses its data.
+
+    Before the lock, two runs sharing a cache both synthesised into one
+    folder and the manifest held every row twice. The test holds the lock
+    itself until both runs say they wait, so the order is not left to chance.
+    """
+    import fcntl
+    import subprocess
+    import sys
+    import time
+
+    config = {"engines": ["espeak"], "synth": {"n_voices_per_accent": 1, "takes_per_voice": 2, "n_confusables": 1, "n_sentences": 1},
+              "heldout_voices_per_accent": 1, "heldout_takes": 1, "read_aloud_voices_per_accent": 1, "read_aloud_takes_per_voice": 1,
+              "read_aloud_sentences": [1, 1]}
+    (tmp_path / "cache").mkdir()
+    root = Path(__file__).resolve().parents[1]
+    with open(tmp_path / "cache" / ".lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        runs = [subprocess.Popen([sys.executable, "-c", LOCK_RUN, str(tmp_path), json.dumps(config)], cwd=root, text=True,
+                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE) for _ in range(2)]
+        waiting = [run.stderr.readline() for run in runs]  # blocks until each has logged its first line
+        assert all("waiting for another benchmark run" in line for line in waiting), waiting
+        time.sleep(0.5)
+        assert all(run.poll() is None for run in runs)  # still waiting while the lock is held
+    outputs = [run.communicate(timeout=300) for run in runs]
+    assert all(run.returncode == 0 for run in runs), [err for _, err in outputs]
+    folders = [json.loads(out) for out, _ in outputs]
+    assert folders[0] == folders[1]
+    rows, problems = read_dataset(Path(folders[0]["synth"]))
+    assert not problems and len(rows) == 14 * (2 + 1 + 1) + 14  # each clip once: 14 accents x 4 prompts, 14 noise clips
+    assert len({r.path for r in rows}) == len(rows)
+    assert len(read_dataset(Path(folders[0]["read_aloud"]))[0]) == 14
