@@ -19,9 +19,19 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # runnable from a checkout without installing
 
 from deploy.benchmark_real import BenchConfig, calibration_background, check_wake_words, run_benchmark  # noqa: E402
+from features.errors import KwsError  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run the benchmark; a bad argument, config or folder is one line on stderr (exit 2), not a traceback."""
+    try:
+        return _main(argv)
+    except KwsError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+
+
+def _main(argv: list[str] | None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("wake_words", help="folder with computer/ jarvis/ smart_mirror/ snowboy/ view_glass/ (FLAC)")
     p.add_argument("--out", default="runs/bench-real", help="output root (synthetic data is cached under <out>/cache)")

@@ -122,7 +122,7 @@ def make_speakers(accents: dict[str, str], n_per_accent: int, seed: int) -> list
         for i in range(n_per_accent):
             weights = np.zeros(len(VOICES))
             male = i % 3 == 2
-            if male:  # mostly the man: a woman's share above a third sounds like neither
+            if male:  # mostly the man (0.7-1.0), the rest one woman: still a man's pitch (tests: under 150 Hz)
                 weights[MALE] = rng.uniform(0.7, 1.0)
                 weights[women[int(rng.integers(len(women)))]] += 1.0 - weights[MALE]
                 warp = rng.uniform(0.9, 1.25)

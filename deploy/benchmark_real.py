@@ -54,6 +54,7 @@ import os
 import time
 from collections import Counter
 from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
@@ -866,7 +867,12 @@ def run_benchmark(wake_words: str | Path, out_root: str | Path = "runs/bench-rea
 
         with ProcessPoolExecutor(max_workers=min(jobs, len(rotations)), mp_context=multiprocessing.get_context("spawn")) as pool:
             futures = [pool.submit(run_rotation, r, str(wake_words), str(out), cfg_dict, data, progress, resume, shared) for r in rotations]
-            results = [f.result() for f in futures]
+            try:
+                results = [f.result() for f in futures]
+            except BrokenProcessPool as exc:  # a worker killed from outside, most often by the kernel for memory
+                raise KwsError(f"a rotation's process died ({exc}); the likeliest cause is memory, as each rotation runs in its own "
+                               f"process. The trainings finished so far are kept in {out}: rerun with --resume, and --jobs 1 to "
+                               "run one rotation at a time") from None
     else:
         results = [run_rotation(r, str(wake_words), str(out), cfg_dict, data, progress, resume, shared) for r in rotations]
     report = {"benchmark": "real-speech", "keyword": KEYWORD, "config": cfg_dict, "quick": quick, "wake_words": str(wake_words),

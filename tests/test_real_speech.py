@@ -385,3 +385,17 @@ def test_two_runs_wait_for_the_cache_lock_and_synthesise_once(tmp_path):
     assert not problems and len(rows) == 14 * (2 + 1 + 1) + 14  # each clip once: 14 accents x 4 prompts, 14 noise clips
     assert len({r.path for r in rows}) == len(rows)
     assert len(read_dataset(Path(folders[0]["read_aloud"]))[0]) == 14
+
+
+def test_script_reports_bad_input_in_one_line(tmp_path):
+    """A wrong folder or config is a message naming it (exit 2), not a traceback."""
+    import subprocess
+    import sys
+
+    script = Path(__file__).resolve().parents[1] / "benchmarks" / "real_speech.py"
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps({"nme": "typo"}))
+    for args, needle in (([str(tmp_path / "absent"), "--config", "configs/bench-real.json"], "no .flac clips found"),
+                         ([str(tmp_path), "--config", str(bad)], "unknown key(s) nme")):
+        r = subprocess.run([sys.executable, str(script), *args], capture_output=True, text=True, cwd=script.parents[1], timeout=120)
+        assert r.returncode == 2 and needle in r.stderr and "Traceback" not in r.stderr, r.stderr
