@@ -37,6 +37,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from collect.espeak import phonemize
 from features.audio import SAMPLE_RATE, resample
 from features.errors import ConfigError
 
@@ -151,8 +152,6 @@ def _pieces(phonemes: str) -> list[str]:
 
 def speak(text: str, speaker: KokoroSpeaker, rng: np.random.Generator) -> np.ndarray:
     """``text`` in this speaker's voice with per-take variation; float32 at 16 kHz (``collect.synth.take`` trims and pads it)."""
-    from collect.espeak import phonemize
-
     session, vocab, styles = model()
     try:
         clauses = phonemize(text, speaker.phonemizer)

@@ -63,7 +63,7 @@ def test_takes_repeat_with_their_seed_and_long_text_is_spoken_in_pieces(monkeypa
     pieces = kokoro_tts._pieces(" ".join(kokoro_tts.to_kokoro(c, kokoro_tts.model()[1]) for c in phonemize(text, "fr")))
     assert len(pieces) >= 3 and max(map(len, pieces)) <= 12
     in_pieces = kokoro_tts.speak(text, speaker, np.random.default_rng(0))
-    assert 0.8 < len(in_pieces) / len(whole) < 3  # nothing cut off; each piece adds its own pauses at either end
+    assert 1.2 < len(in_pieces) / len(whole) < 3  # spoken piece by piece (each adds its own pauses at either end), nothing cut off
 
 
 def test_kokoro_session_beside_espeak(tmp_path):
