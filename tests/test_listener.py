@@ -8,6 +8,8 @@ audio is kept, so where the keyword landed in the stream is measured from the
 recording itself rather than assumed from wall-clock timing.
 """
 
+import os
+import re
 import subprocess
 import sys
 import threading
@@ -21,7 +23,7 @@ from features.devices import find_device, list_devices
 from deploy.modelfile import KwsModel
 from features.audio import write_wav
 from features.errors import DeviceError
-from pulse import ALSA_DEVICE, kws_command, pulse_server, scene, start_server, stop_server, using  # noqa: F401 (fixture)
+from pulse import ALSA_DEVICE, kws_command, pulse_server, scene, start_server, stop_server  # noqa: F401 (fixture)
 
 RATE = 16000
 
@@ -171,22 +173,56 @@ def test_unknown_device_is_a_device_error_naming_it(pulse_server, keyword_model)
         find_device(999)
 
 
+def _listen_while_the_server(fails, keyword_model) -> tuple[int, str]:
+    """Run ``kws listen`` on a private server, let it hear 2 s of audio, call ``fails(server_process)``; (exit code, stderr).
+
+    A subprocess, not ``Listener.run`` in this one: should PortAudio be left
+    with a stream it could not close, terminating PortAudio in the test process
+    could block on it too. The generous timeout bounds a hang; it is not a
+    timing assertion.
+    """
+    import signal
+    import time
+
+    other = start_server()
+    proc = subprocess.Popen(kws_command("listen") + ["listen", str(keyword_model), "--device", ALSA_DEVICE],
+                            env={**os.environ, **other.env}, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        first = proc.stdout.readline()  # printed just before the stream opens
+        assert "Ctrl-C to stop" in first, proc.stderr.read() if proc.poll() is not None else first
+        time.sleep(2.0)  # let it listen to some audio first
+        fails(other.process)
+        _, err = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        if other.process.poll() is None:
+            other.process.send_signal(signal.SIGCONT)
+        stop_server(other)
+    assert "Traceback" not in err
+    return proc.returncode, err.strip().splitlines()[-1]
+
+
 @pytest.mark.audio
 def test_a_vanished_device_is_a_device_error(pulse_server, keyword_model):
-    """The sound server dies mid-stream (as when a USB microphone is pulled): a DeviceError, not a hang."""
-    other = start_server()
-    try:
-        with using(other):
-            listener = Listener(keyword_model, ALSA_DEVICE)
+    """The sound server dies mid-stream (as when a USB microphone is pulled): a device error, not a hang."""
+    code, last = _listen_while_the_server(lambda process: process.kill(), keyword_model)
+    assert code == 2 and re.match(r"kws: error: input device \[\d+\] pulse .*(stopped|no audio|failed|did not close)", last), last
 
-            def on_audio(block):
-                if other.process.poll() is None:
-                    other.process.kill()
 
-            with pytest.raises(DeviceError, match=r"pulse.*(stopped|no audio|failed)"):
-                listener.run(duration_s=60, on_audio=on_audio)
-    finally:
-        stop_server(other)
+@pytest.mark.audio
+def test_kws_listen_exits_when_the_sound_server_freezes(pulse_server, keyword_model):
+    """A sound server that stops answering (SIGSTOP) ends ``kws listen`` with a device error, not a hang.
+
+    PortAudio's audio thread then blocks inside the ALSA pulse plugin, and
+    stopping the stream waits for that thread: before the bounded close
+    (``deploy.listener.CLOSE_S``) the listener raised its "no audio" error and
+    then hung in the stream's exit forever.
+    """
+    import signal
+
+    code, last = _listen_while_the_server(lambda process: process.send_signal(signal.SIGSTOP), keyword_model)
+    assert code == 2 and re.match(r"kws: error: input device \[\d+\] pulse delivered no audio", last), last
 
 
 @pytest.mark.audio
