@@ -17,6 +17,7 @@ lost, the takes already saved are not touched.
 
 from __future__ import annotations
 
+import logging
 import queue
 import time
 from dataclasses import dataclass, field
@@ -26,8 +27,10 @@ import numpy as np
 
 from collect.quality import EndPointer, level_dbfs
 from features.audio import SAMPLE_RATE, resample
-from features.devices import find_device, sounddevice
+from features.devices import CLOSE_S, close_stream, find_device, sounddevice
 from features.errors import DeviceError
+
+log = logging.getLogger(__name__)
 
 BLOCK_S = 0.05  # 50 ms blocks: a smooth meter, little work per callback
 STALL_S = 3.0  # no block for this long: the device is gone (a stopped stream is noticed at once)
@@ -119,11 +122,8 @@ class Microphone:
     def close(self) -> None:
         if self._stream is not None:
             stream, self._stream = self._stream, None
-            try:
-                stream.abort()
-                stream.close()
-            except Exception:  # a vanished device may refuse to stop; it is being dropped anyway
-                pass
+            if not close_stream(stream):  # the takes already saved are safe; only the process's exit is at stake
+                log.warning("input device %r did not close within %.0f s (sound server not responding?)", self.name, CLOSE_S)
 
     def __enter__(self) -> "Microphone":
         return self.open()

@@ -23,19 +23,15 @@ a device that stops delivering audio because it was unplugged, any PortAudio
 error) raise ``features.errors.DeviceError`` with a message that names the
 device.
 
-Closing the stream is bounded (``CLOSE_S``): a sound server that stops
-answering (frozen, or dying mid-call) leaves PortAudio's audio thread blocked
-inside the ALSA plugin, and stopping the stream would then wait for that
-thread forever. The stream is aborted and closed on a helper thread instead;
-if that does not finish in time the listener gives up on it, raises a
-``DeviceError``, and removes sounddevice's exit handler (which would wait on
-the same stream), so a ``kws listen`` left running for weeks exits and can be
+Closing the stream is bounded (``features.devices.close_stream``): a sound
+server that stops answering would otherwise hang the listener in the close
+for good. If the close does not finish in time the listener raises a
+``DeviceError``, so a ``kws listen`` left running for weeks exits and can be
 restarted by its supervisor rather than hanging.
 """
 
 from __future__ import annotations
 
-import atexit
 import queue
 import threading
 import time
@@ -46,12 +42,11 @@ import numpy as np
 
 from deploy.detector import Detection, Detector
 from deploy.modelfile import KwsModel
-from features.devices import find_device, sounddevice
+from features.devices import CLOSE_S, close_stream, find_device, sounddevice
 from features.errors import DeviceError
 
 STALL_S = 3.0  # no audio for this long (beyond one block) while listening: the device is gone
 QUEUE_S = 10.0  # audio the queue may hold before the callback starts dropping blocks
-CLOSE_S = 5.0  # closing the stream may take this long before the device is given up as hung
 
 
 class StreamResampler:
@@ -249,7 +244,7 @@ class Listener:
                         if on_detection is not None:
                             on_detection(detection)
             finally:
-                closed = _close_within(stream, CLOSE_S)
+                closed = close_stream(stream, CLOSE_S)
             if not closed:  # only reached when nothing else went wrong first: that error says more
                 raise DeviceError(f"input device {self.device} did not close within {CLOSE_S:.0f} s (sound server not responding?)")
         except KeyboardInterrupt:
@@ -259,41 +254,6 @@ class Listener:
         finally:
             self.seconds = n_done / self.model_rate
         return self.detections
-
-
-def _close_within(stream, timeout_s: float) -> bool:
-    """Abort and close ``stream`` on a helper thread; False if that did not finish within ``timeout_s``.
-
-    PortAudio's stop, abort and close all join its audio thread, which a hung
-    sound server can block for good, so the calling thread only waits a
-    bounded time. A stream given up on stays open: sounddevice's exit handler
-    (``Pa_Terminate``) would block on it too, so it is unregistered and the
-    operating system releases the device when the process ends.
-    """
-    done = threading.Event()
-
-    def close() -> None:
-        try:
-            stream.abort(ignore_errors=True)
-            stream.close(ignore_errors=True)
-        finally:
-            done.set()
-
-    threading.Thread(target=close, name="kws-close-stream", daemon=True).start()
-    try:
-        if done.wait(timeout_s):
-            return True
-    except KeyboardInterrupt:  # a second Ctrl-C while closing: leave the stream as if it had hung
-        _forget_portaudio_at_exit()
-        raise
-    _forget_portaudio_at_exit()
-    return False
-
-
-def _forget_portaudio_at_exit() -> None:
-    exit_handler = getattr(sounddevice(), "_exit_handler", None)
-    if exit_handler is not None:
-        atexit.unregister(exit_handler)
 
 
 def _reason(exc: BaseException) -> str:

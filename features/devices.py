@@ -9,6 +9,8 @@ can start a sound server first.
 
 from __future__ import annotations
 
+import atexit
+import threading
 from dataclasses import dataclass
 
 from features.errors import DeviceError
@@ -21,6 +23,47 @@ def sounddevice():
     except OSError as exc:  # sounddevice raises OSError when libportaudio is missing
         raise DeviceError(f"cannot use audio devices: PortAudio is not available ({exc})") from None
     return sd
+
+
+CLOSE_S = 5.0  # closing a stream may take this long before its device is given up as hung
+
+
+def close_stream(stream, timeout_s: float = CLOSE_S) -> bool:
+    """Abort and close a sounddevice ``stream`` on a helper thread; False if that did not finish within ``timeout_s``.
+
+    Why: PortAudio's stop, abort and close all join its audio thread, and a
+    sound server that stops answering (frozen, or dying mid-call) leaves that
+    thread blocked inside the ALSA plugin for good: a plain ``stream.close()``
+    would then hang the recorder or listener forever instead of letting it
+    report the device error. A stream given up on stays open, and
+    sounddevice's exit handler (``Pa_Terminate``) would block on it too, so
+    that handler is unregistered; the operating system releases the device
+    when the process ends.
+    """
+    done = threading.Event()
+
+    def close() -> None:
+        try:
+            stream.abort(ignore_errors=True)
+            stream.close(ignore_errors=True)
+        finally:
+            done.set()
+
+    threading.Thread(target=close, name="kws-close-stream", daemon=True).start()
+    try:
+        if done.wait(timeout_s):
+            return True
+    except KeyboardInterrupt:  # a second Ctrl-C while closing: give the stream up as if it had hung
+        _forget_portaudio_at_exit()
+        raise
+    _forget_portaudio_at_exit()
+    return False
+
+
+def _forget_portaudio_at_exit() -> None:
+    exit_handler = getattr(sounddevice(), "_exit_handler", None)
+    if exit_handler is not None:
+        atexit.unregister(exit_handler)
 
 
 @dataclass(frozen=True)
