@@ -7,8 +7,11 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 TORCH_VERSION ?= 2.13.0
-# What the microphone tests (a PulseAudio null sink is the microphone) and the flite engine need besides the Python packages.
-APT_PACKAGES := pulseaudio pulseaudio-utils libportaudio2 libasound2-plugins flite
+# What the microphone tests (a PulseAudio null sink is the microphone) and the flite and festival engines need besides
+# the Python packages (the festival voices: collect/festival_tts.py, VOICES).
+FESTIVAL_PACKAGES := festival festvox-kallpc16k festvox-kdlpc16k festvox-czech-dita festvox-czech-krb festvox-czech-machac \
+	festvox-czech-ph festvox-italp16k festvox-itapc16k festvox-suopuhe-lj festvox-suopuhe-mv
+APT_PACKAGES := pulseaudio pulseaudio-utils libportaudio2 libasound2-plugins flite $(FESTIVAL_PACKAGES)
 
 .PHONY: setup system-deps demo test bench clean
 
@@ -21,14 +24,14 @@ $(BIN)/.installed: pyproject.toml
 
 setup: $(BIN)/.installed
 
-# Installs the system packages (audio, flite) when they are missing and we may (root); otherwise says what is missing.
+# Installs the system packages (audio, flite, festival) when they are missing and we may (root); otherwise says what is missing.
 system-deps:
-	@if command -v pulseaudio >/dev/null && command -v paplay >/dev/null && command -v flite >/dev/null && ldconfig -p | grep -q libportaudio; then \
+	@if dpkg -s $(APT_PACKAGES) >/dev/null 2>&1; then \
 		echo "system packages: present"; \
 	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
 		(apt-get update -qq && apt-get install -y -qq $(APT_PACKAGES) >/dev/null) && echo "system packages: installed"; \
 	else \
-		echo "system packages missing ($(APT_PACKAGES)): the microphone and flite tests will be skipped"; \
+		echo "system packages missing ($(APT_PACKAGES)): the microphone, flite and festival tests will be skipped"; \
 	fi
 
 demo: setup

