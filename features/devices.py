@@ -33,9 +33,10 @@ def close_stream(stream, timeout_s: float = CLOSE_S) -> bool:
 
     Why: PortAudio's stop, abort and close all join its audio thread, and a
     sound server that stops answering (frozen, or dying mid-call) leaves that
-    thread blocked inside the ALSA plugin for good: a plain ``stream.close()``
-    would then hang the recorder or listener forever instead of letting it
-    report the device error. A stream given up on stays open, and
+    thread blocked inside the ALSA plugin: with a frozen PulseAudio server,
+    stopping the listener's stream never returned, and aborting the
+    recorder's took about a minute (until libpulse's request timeouts), when
+    both should report the device error at once. A stream given up on stays open, and
     sounddevice's exit handler (``Pa_Terminate``) would block on it too, so
     that handler is unregistered; the operating system releases the device
     when the process ends.
