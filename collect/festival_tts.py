@@ -140,7 +140,7 @@ class FestivalSpeaker:
     voice: str  # key of VOICES
     f0: float  # mean pitch, Hz, as heard
     stretch: float  # > 1 speaks slower
-    warp: float  # pitch and formant factor
+    warp: float  # formant factor (the warp's pitch shift is undone: the pitch is f0)
     gender: str
 
     @property
