@@ -216,7 +216,7 @@ def test_kws_listen_exits_when_the_sound_server_freezes(pulse_server, keyword_mo
 
     PortAudio's audio thread then blocks inside the ALSA pulse plugin, and
     stopping the stream waits for that thread: before the bounded close
-    (``deploy.listener.CLOSE_S``) the listener raised its "no audio" error and
+    (``features.devices.close_stream``) the listener raised its "no audio" error and
     then hung in the stream's exit forever.
     """
     import signal
