@@ -244,7 +244,7 @@ class Listener:
                         if on_detection is not None:
                             on_detection(detection)
             finally:
-                closed = close_stream(stream, CLOSE_S)
+                closed = close_stream(stream)
             if not closed:  # only reached when nothing else went wrong first: that error says more
                 raise DeviceError(f"input device {self.device} did not close within {CLOSE_S:.0f} s (sound server not responding?)")
         except KeyboardInterrupt:
