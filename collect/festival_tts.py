@@ -244,6 +244,37 @@ def segments(clauses: list[list[tuple[str, int]]], phoneset: str, f0: float, str
     return out
 
 
+CRASH_STRETCHES = (1.0, 1.03, 1.06)  # festival 2.5's UniSyn segfaults on a few exact timings; a hair longer passes
+
+
+def render(voice: str, segs: list[tuple[str, float, list[tuple[float, float]]]]) -> np.ndarray:
+    """``segments``' phones spoken by a Festival ``voice`` (``festival -b``, one process); float32 at 16 kHz.
+
+    Festival sometimes dies of a segmentation fault on one exact set of
+    timings (the Italian lp_diphone on "computes" with 78 ms consonants and a
+    90 ms vowel at 228 Hz, for one); the same phones 3 % slower pass. So a
+    crash, and only a crash, is retried with every time stretched by the next
+    of ``CRASH_STRETCHES``: deterministic, and the takes that never crashed
+    stay byte for byte what they were. A Scheme error (festival exits 0 and
+    writes nothing) is reported at once.
+    """
+    with tempfile.TemporaryDirectory(prefix="kws-festival-") as tmp:
+        out = Path(tmp) / "take.wav"
+        script = Path(tmp) / "take.scm"
+        for k in CRASH_STRETCHES:
+            phones = " ".join(f"({p} {d * k:.3f}{''.join(f' ({t * k:.3f} {hz:.1f})' for t, hz in targets)})" for p, d, targets in segs)
+            script.write_text(f"(voice_{voice})\n(set! utt (eval (list 'Utterance 'Segments '({phones}))))\n"
+                              f"(utt.synth utt)\n(utt.save.wave utt \"{out}\" 'riff)\n", encoding="utf-8")
+            proc = subprocess.run(["festival", "-b", str(script)], capture_output=True, text=True, timeout=120)
+            if out.is_file():
+                return load_audio(out)  # at 16 kHz whatever the voice's own rate
+            if proc.returncode >= 0:  # festival -b exits 0 even when its Scheme fails
+                errors = [line for line in (proc.stdout + proc.stderr).splitlines() if "ERROR" in line]
+                raise ConfigError(f"festival failed for voice {voice!r}: {errors[-1] if errors else 'no output'}")
+        raise ConfigError(f"festival crashed (signal {-proc.returncode}) for voice {voice!r} on {phones!r}, "
+                          f"also with its times stretched by {', '.join(map(str, CRASH_STRETCHES[1:]))}")
+
+
 def speak(text: str, speaker: FestivalSpeaker, rng: np.random.Generator) -> np.ndarray:
     """``text`` in this speaker's voice with per-take variation; float32 at 16 kHz (``collect.synth.take`` trims and pads it)."""
     check_installed()
@@ -259,17 +290,6 @@ def speak(text: str, speaker: FestivalSpeaker, rng: np.random.Generator) -> np.n
         raise ConfigError(f"festival has no phones for {text!r} in espeak-ng voice {speaker.phonemizer!r}")
     stretch = speaker.stretch * float(rng.uniform(0.9, 1.1)) * speaker.warp
     f0 = speaker.f0 * float(rng.uniform(0.93, 1.07)) / speaker.warp
-    segs = " ".join(f"({p} {d:.3f}{''.join(f' ({t:.3f} {hz:.1f})' for t, hz in targets)})"
-                    for p, d, targets in segments(clauses, phoneset, f0, stretch, rng))
-    with tempfile.TemporaryDirectory(prefix="kws-festival-") as tmp:
-        out = Path(tmp) / "take.wav"
-        script = Path(tmp) / "take.scm"
-        script.write_text(f"(voice_{speaker.voice})\n(set! utt (eval (list 'Utterance 'Segments '({segs}))))\n"
-                          f"(utt.synth utt)\n(utt.save.wave utt \"{out}\" 'riff)\n", encoding="utf-8")
-        proc = subprocess.run(["festival", "-b", str(script)], capture_output=True, text=True, timeout=120)
-        if not out.is_file():  # festival -b exits 0 even when its Scheme fails
-            errors = [line for line in (proc.stdout + proc.stderr).splitlines() if "ERROR" in line]
-            raise ConfigError(f"festival failed for voice {speaker.voice!r}: {errors[-1] if errors else 'no output'}")
-        audio = load_audio(out)  # at 16 kHz whatever the voice's own rate
+    audio = render(speaker.voice, segments(clauses, phoneset, f0, stretch, rng))
     # synthesised warp times slower and lower, played warp times faster: pitch back, formants moved by warp
     return resample(audio, int(round(SAMPLE_RATE * speaker.warp)), SAMPLE_RATE)
