@@ -91,7 +91,8 @@ def make_noise(kind: str | np.ndarray, n: int, rng: np.random.Generator) -> np.n
         from scipy.fft import next_fast_len
 
         bed = coloured_noise(next_fast_len(max(n, 1), real=True), rng, NOISE_EXPONENTS[kind])[:n]
-        return (bed / (np.std(bed) + 1e-12)).astype(np.float32)
+        bed /= np.std(bed) + 1e-12
+        return bed
     signal = np.asarray(kind, dtype=np.float32).reshape(-1)
     rms = float(np.sqrt(np.mean(np.square(signal, dtype=np.float64)))) if len(signal) else 0.0
     if rms == 0.0:
@@ -144,7 +145,7 @@ def build_stream(
     slot = target_s / max(1, len(order))
     planned = [(i + 0.5) * slot for i in range(len(order))]
 
-    pieces: list[tuple[int, np.ndarray, StreamClip]] = []  # (start sample, audio at its gain, clip)
+    pieces: list[tuple[int, float, StreamClip]] = []  # (start sample, gain, clip): scaled only when added, not kept twice
     cursor = 0.0  # end of the last placed clip, seconds
     last_keyword_end = -math.inf
     next_kw = 0
@@ -153,16 +154,16 @@ def build_stream(
     def gap() -> float:
         return float(rng.uniform(min_gap_s, 3 * min_gap_s)) if min_gap_s > 0 else 0.0
 
-    def place(start_s: float, audio: np.ndarray, clip: StreamClip) -> float:
+    def place(start_s: float, clip: StreamClip, gain: float = 1.0) -> float:
         start = int(round(start_s * sample_rate))
-        pieces.append((start, audio, clip))
-        return (start + len(audio)) / sample_rate
+        pieces.append((start, gain, clip))
+        return (start + len(clip.audio)) / sample_rate
 
     while True:
         if next_kw < len(order) and (cursor >= planned[next_kw] or not background or cursor >= target_s):
             clip = order[next_kw]
             start_s = max(cursor + gap(), last_keyword_end + keyword_spacing_s)
-            cursor = last_keyword_end = place(start_s, clip.audio, clip)
+            cursor = last_keyword_end = place(start_s, clip)
             next_kw += 1
             continue
         if not background or cursor >= target_s:
@@ -177,18 +178,21 @@ def build_stream(
         start_s = cursor + gap()
         if start_s < last_keyword_end + min_gap_s:  # never start right on a keyword's heels
             start_s = last_keyword_end + min_gap_s
-        cursor = place(start_s, clip.audio * gain, clip)
+        cursor = place(start_s, clip, gain)
 
-    total = max(int(round(target_s * sample_rate)), max(s + len(a) for s, a, _ in pieces) + int(min_gap_s * sample_rate))
+    total = max(int(round(target_s * sample_rate)), max(s + len(c.audio) for s, _, c in pieces) + int(min_gap_s * sample_rate))
     audio = np.zeros(total, np.float32)
     events = []
-    for start, piece, clip in pieces:
-        audio[start : start + len(piece)] += piece
-        events.append(Event(start / sample_rate, (start + len(piece)) / sample_rate, clip.label, clip.accent, clip.speaker, clip.path))
+    for start, gain, clip in pieces:
+        n = len(clip.audio)
+        audio[start : start + n] += clip.audio if gain == 1.0 else clip.audio * gain
+        events.append(Event(start / sample_rate, (start + n) / sample_rate, clip.label, clip.accent, clip.speaker, clip.path))
     if noise is not None and snr_db is not None:
         level = speech_power([c.audio for c in keywords]) or speech_power([c.audio for c in background])
         bed = make_noise(noise, total, rng)
-        audio += bed * np.float32(math.sqrt(level / 10 ** (snr_db / 10)))
+        bed *= np.float32(math.sqrt(level / 10 ** (snr_db / 10)))
+        audio += bed
+        del bed
     np.clip(audio, -1.0, 1.0, out=audio)
     events.sort(key=lambda e: e.start_s)
     return audio, events
