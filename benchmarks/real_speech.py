@@ -46,6 +46,8 @@ def _main(argv: list[str] | None) -> int:
     p.add_argument("--decision-only", action="store_true", help="only the --tune-decision step, on an existing output folder")
     p.add_argument("--voices-only", action="store_true",
                    help="only add the FRR by pitch and spoken length to an existing output folder's report, from its saved test scores")
+    p.add_argument("--intervals-only", action="store_true",
+                   help="only add the bootstrap interval of each FRR to an existing output folder's report, from its saved test scores")
     p.add_argument("--ensemble", nargs="+", metavar="CONFIG",
                    help="only measure the averaged model of this config's finished run and these configs' runs (deploy/ensemble.py), "
                         "written to <out>/<name>+<other names>")
@@ -59,6 +61,12 @@ def _main(argv: list[str] | None) -> int:
         from deploy.benchmark_real import add_voice_bands
 
         add_voice_bands(out, args.wake_words)
+        print((out / "report.md").read_text())
+        return 0
+    if args.intervals_only:
+        from deploy.benchmark_real import add_intervals
+
+        add_intervals(out)
         print((out / "report.md").read_text())
         return 0
     if args.ensemble:

@@ -492,6 +492,36 @@ def saved_test_run(rotation_dir: Path):
     return StreamRun(events, duration, saved["times"], saved["scores"], [], 0.0)
 
 
+def with_intervals(ops: list[dict], run, info, extra_thresholds: list[float], seed: int) -> list[dict]:
+    """``ops`` (``operating_points``) with each FRR's 95% bootstrap interval (``deploy.evaluate.frr_intervals``) as ``frr_ci95``."""
+    from deploy.evaluate import frr_intervals
+
+    refractory = int(round(info.refractory_s / info.hop_s))
+    intervals = frr_intervals(run, info, refractory, info.smoothing, det_thresholds(extra_thresholds),
+                              [p["target_fa_per_hour"] for p in ops], seed=seed)
+    return [{**p, "frr_ci95": intervals.get(p["target_fa_per_hour"])} for p in ops]
+
+
+def add_intervals(out: str | Path) -> dict:
+    """Add the bootstrap interval of every operating point's FRR to a finished run's report, from its saved test scores.
+
+    For runs made before the intervals existed; no model runs again. Rewrites
+    the report files; returns the report.
+    """
+    from deploy.benchmark_report import write_bench_report
+    from deploy.modelfile import KwsModel
+
+    out = Path(out)
+    report = finished_report(out, "--intervals-only")
+    for r in report["rotations"]:
+        rotation_dir = out / f"rotation-{r['rotation']}"
+        ops = r["test"]["operating_points"]
+        r["test"]["operating_points"] = with_intervals(ops, saved_test_run(rotation_dir), KwsModel(rotation_dir / "model.onnx").info,
+                                                       [r["calibration"]["threshold"]], report["config"].get("seed", 0))
+    write_bench_report(report, out)
+    return report
+
+
 def finished_report(out: str | Path, option: str) -> dict:
     """The ``report.json`` of a finished run in ``out``, or a ``ConfigError`` saying that ``option`` needs one there."""
     path = Path(out) / "report.json"
@@ -706,7 +736,7 @@ def measure_rotation(rotation: str, model_path: Path, dataset: Path, cfg: BenchC
                       seed=cfg.seed + 101, progress=progress)
     refractory = int(round(info.refractory_s / info.hop_s))
     curve = det_curve(run, info, refractory, info.smoothing, thresholds=det_thresholds([chosen]))
-    ops = operating_points(curve, REPORT_TARGETS)
+    ops = with_intervals(operating_points(curve, REPORT_TARGETS), run, info, [chosen], cfg.seed)
     at_chosen = next(p for p in curve if abs(p["threshold"] - round(chosen, 7)) < 1e-9)
     hours = background_hours(run.events, run.duration_s)
     seconds["test_stream"] = time.perf_counter() - t

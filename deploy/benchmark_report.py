@@ -24,6 +24,12 @@ def _thr(x) -> str:
     return "none" if x is None else f"{x:.6g}"
 
 
+def _interval(point: dict) -> str:
+    """An operating point's bootstrap interval as " [a-b]" (nothing for reports made before intervals)."""
+    ci = point.get("frr_ci95")
+    return f" [{100 * ci[0]:.1f}-{100 * ci[1]:.1f}]" if ci else ""
+
+
 # How each benchmark setting of real_negatives used the other wake words' real clips, for the report's first line.
 REAL_NEGATIVES = {True: " (+ real other-word negatives per rotation)", False: " (no real speech in training or calibration)",
                   "validation": " (one model for every rotation; each calibrates on its training-side real other-word clips)"}
@@ -48,7 +54,8 @@ def summary_rows(report: dict) -> list[list[str]]:
         rows.append([
             r["rotation"], _negatives(r), "+".join(r["test_background_folders"]),
             f"{r['test']['background_hours']:.2f}",
-            f"{_pct(ops[0.5]['frr'])} (thr {_thr(ops[0.5]['threshold'])})", f"{_pct(ops[0.1]['frr'])} (thr {_thr(ops[0.1]['threshold'])})",
+            f"{_pct(ops[0.5]['frr'])}{_interval(ops[0.5])} (thr {_thr(ops[0.5]['threshold'])})",
+            f"{_pct(ops[0.1]['frr'])}{_interval(ops[0.1])} (thr {_thr(ops[0.1]['threshold'])})",
             f"{_thr(cal['threshold'])} (val: FRR {_pct(cal['frr'])}, {cal['fa_per_hour']:.2f} FA/h)",
             f"FRR {_pct(at['frr'])}, {at['fa_per_hour']:.2f} FA/h ({at['false_accepts']} FA)",
             f"{_pct(acc.get('best'))} / {_pct(acc.get('worst'))} ({_ratio(ratio)})",
@@ -88,9 +95,12 @@ def markdown(report: dict) -> str:
                           f"then fine-tuned {m['epochs']} epochs at lr {m['lr']:g}"]
             lines += ["  (the training line above is the last fine-tuning run)"]
         lines += [""]
-        lines += _table(["FA/h budget", "threshold", "FRR", "FA/h"],
-                        [[p["target_fa_per_hour"], _thr(p["threshold"]), _pct(p["frr"]), "n/a" if p["fa_per_hour"] is None else f"{p['fa_per_hour']:.2f}"]
+        lines += _table(["FA/h budget", "threshold", "FRR [95% bootstrap interval]", "FA/h"],
+                        [[p["target_fa_per_hour"], _thr(p["threshold"]), _pct(p["frr"]) + _interval(p),
+                          "n/a" if p["fa_per_hour"] is None else f"{p['fa_per_hour']:.2f}"]
                          for p in r["test"]["operating_points"]])
+        lines += ["", "The interval is what another draw of this rotation's keywords and background (2-min blocks) could give "
+                      "at the same budget (`deploy.evaluate.frr_intervals`); it does not cover another training seed."]
         src = r["test"].get("fa_sources_at_calibrated", {}).get("by_source")
         if src:
             lines += ["", f"False accepts at the calibrated threshold, by background source: {json.dumps(src)}"]

@@ -41,6 +41,7 @@ Plots and Markdown live in ``deploy.report``; this module only computes.
 from __future__ import annotations
 
 import logging
+import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -284,6 +285,56 @@ def operating_points(curve: list[dict], targets=DET_TARGETS_FA_PER_HOUR) -> list
         best = min(ok, key=lambda p: (p["frr"], p["fa_per_hour"], -p["threshold"])) if ok else None
         out.append({"target_fa_per_hour": target, **({k: best[k] for k in ("threshold", "frr", "fa_per_hour")} if best else
                                                      {"threshold": None, "frr": None, "fa_per_hour": None})})
+    return out
+
+
+BOOTSTRAP_BLOCK_S = 120.0  # stream time resampled as one piece: false accepts near each other stay together
+
+
+def frr_intervals(run: StreamRun, info, refractory_hops: int, smoothing: int, thresholds: np.ndarray,
+                  targets=DET_TARGETS_FA_PER_HOUR, *, n_boot: int = 1000, block_s: float = BOOTSTRAP_BLOCK_S, seed: int = 0,
+                  level: float = 0.95) -> dict[float, list[float]]:
+    """A bootstrap interval of ``operating_points``' FRR at each FA/h budget, replayed over ``run``'s recorded scores.
+
+    Why: a low budget on a stream of a few hours allows a false accept or
+    two (0.5 FA/h on 2.3 h of background: one), so the operating point rests
+    on the highest background peaks and one run's FRR there can move by tens
+    of points with another draw of background. Each of ``n_boot`` resamples
+    draws the keyword events, and the stream's ``block_s`` blocks of time
+    (their false accepts and background hours), with replacement, and
+    chooses the operating point again among ``thresholds``; a resample
+    with no threshold inside the budget counts as FRR 1 (only a detector
+    that never fires meets it). Returns ``{budget: [low, high]}`` percentiles.
+    """
+    smoothed = smooth(run.scores, smoothing)
+    keywords = [i for i, e in enumerate(run.events) if e.is_keyword]
+    if not keywords or not len(smoothed):
+        return {}
+    n_blocks = max(1, math.ceil(run.duration_s / block_s))
+    hours = np.full(n_blocks, block_s)
+    hours[-1] = run.duration_s - block_s * (n_blocks - 1)
+    for e in (run.events[i] for i in keywords):  # keyword windows are not background (as in background_hours)
+        start, end = e.start_s, min(e.end_s + TOLERANCE_AFTER_S, run.duration_s)
+        for b in range(int(start // block_s), min(int(end // block_s), n_blocks - 1) + 1):
+            hours[b] -= max(0.0, min(end, (b + 1) * block_s) - max(start, b * block_s))
+    hours = np.maximum(hours, 0.0) / 3600
+    missed = np.zeros((len(keywords), len(thresholds)))
+    false_accepts = np.zeros((n_blocks, len(thresholds)))
+    for j, threshold in enumerate(thresholds):
+        fired = {k: run.times[fire_indices(smoothed[:, c], float(threshold), refractory_hops)].tolist() for c, k in enumerate(info.keywords)}
+        hits, fa = match_all(fired, run.events)
+        missed[:, j] = [hits[i] == 0 for i in keywords]
+        np.add.at(false_accepts[:, j], np.minimum(np.asarray(fa, dtype=float) // block_s, n_blocks - 1).astype(int), 1)
+    rng = np.random.default_rng(seed)
+    block_weights = rng.multinomial(n_blocks, np.full(n_blocks, 1 / n_blocks), size=n_boot)
+    keyword_weights = rng.multinomial(len(keywords), np.full(len(keywords), 1 / len(keywords)), size=n_boot)
+    fa_per_hour = (block_weights @ false_accepts) / np.maximum(block_weights @ hours, 1e-12)[:, None]
+    frr = keyword_weights @ missed / len(keywords)
+    tail = 100 * (1 - level) / 2
+    out = {}
+    for target in targets:
+        best = np.where(fa_per_hour <= target, frr, 1.0).min(axis=1)
+        out[target] = [float(np.percentile(best, tail)), float(np.percentile(best, 100 - tail))]
     return out
 
 

@@ -391,3 +391,35 @@ def test_stale_cuts_are_removed_and_nothing_else(tmp_path):
         (tmp_path / name).write_bytes(b"x")
     clear(tmp_path)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["mine.wav", "notes.txt"]
+
+
+def test_bootstrap_interval_shows_when_one_false_accept_sets_the_operating_point():
+    # A hand-made hour of scores: 100 keywords (80 scored 0.9, 20 only 0.3), one background peak at 0.8 and
+    # thirty at 0.2. At 0.5 FA/h (no false accept allowed in 0.94 h) the threshold must clear the 0.8 peak,
+    # so 20% are missed; a resample without that peak's block misses none. The interval must show both.
+    from types import SimpleNamespace
+
+    from deploy.evaluate import StreamRun, det_curve, frr_intervals, operating_points
+    from deploy.streams import Event
+
+    hop, duration = 0.1, 3600.0
+    times = np.arange(1, int(duration / hop) + 1) * hop
+    scores = np.zeros((len(times), 1), np.float32)
+    events = []
+    for k in range(100):
+        start = 10.0 + 35.0 * k
+        events.append(Event(start, start + 1.0, "computer"))
+        scores[int(round((start + 0.5) / hop)) - 1] = 0.9 if k < 80 else 0.3
+    for t in [20.0 + 35.0 * k for k in range(30)]:
+        scores[int(round(t / hop)) - 1] = 0.2
+    scores[int(round(1500.0 / hop)) - 1 + 200] = 0.8  # between keywords, in one 2-min block
+    run = StreamRun(events, duration, times, scores, [], 0.0)
+    info = SimpleNamespace(keywords=("computer",))
+    thresholds = np.round(np.linspace(0.05, 0.95, 19), 2)
+    ops = {p["target_fa_per_hour"]: p for p in operating_points(det_curve(run, info, 10, 1, thresholds), (0.5, 50.0))}
+    assert ops[0.5]["frr"] == pytest.approx(0.2) and ops[50.0]["frr"] == 0.0
+    intervals = frr_intervals(run, info, 10, 1, thresholds, (0.5, 50.0), seed=3)
+    low, high = intervals[0.5]
+    assert low == 0.0 and 0.2 <= high < 0.3  # without the peak's block nothing is missed; the keywords' draw widens the top
+    assert intervals[50.0] == [0.0, 0.0]  # a budget every resample meets at a threshold that hits every keyword
+    assert frr_intervals(run, info, 10, 1, thresholds, (0.5, 50.0), seed=3) == intervals  # seeded

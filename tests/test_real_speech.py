@@ -301,6 +301,16 @@ def test_rotation_of_a_shared_training_calibrates_on_its_training_side_real_spee
     assert [p["target_fa_per_hour"] for p in ops] == list(REPORT_TARGETS)
     frrs = [p["frr"] for p in ops if p["frr"] is not None]
     assert frrs == sorted(frrs, reverse=True)  # a looser false-accept budget never misses more
+    assert all(p["frr_ci95"][0] <= p["frr"] <= p["frr_ci95"][1] for p in ops if p["frr"] is not None)  # bootstrap interval
+    # --intervals-only replays them from the saved test scores of a run made before they existed: the same intervals.
+    from deploy.benchmark_real import add_intervals
+
+    bare = {**rot, "train": {**rot["train"], "epochs_run": 1, "seconds": 1.0},
+            "test": {**rot["test"], "operating_points": [{k: v for k, v in p.items() if k != "frr_ci95"} for p in ops]}}
+    (tmp_path / "run" / "report.json").write_text(json.dumps({"keyword": KEYWORD, "config": {**cfg_dict, "name": "tiny"}, "quick": True,
+                                                              "rotations": [bare], "seconds": 1.0}))
+    assert add_intervals(tmp_path / "run")["rotations"][0]["test"]["operating_points"] == ops
+    assert "FRR [95% bootstrap interval]" in (tmp_path / "run" / "report.md").read_text()
 
     # The decision lever (--tune-decision) sees calibration's stream: the same extra background gives the same
     # per-smoothing thresholds, and the pick follows calibration's rule.
