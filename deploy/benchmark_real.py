@@ -413,13 +413,10 @@ def det_thresholds(extra: list[float] = ()) -> np.ndarray:
 
 def _hits_at(run, info, threshold: float) -> tuple[list[int], list[float]]:
     """``deploy.evaluate.match_all`` of the detections ``run``'s recorded scores give at ``threshold``."""
-    from deploy.detector import fire_indices, smooth
-    from deploy.evaluate import match_all
+    from deploy.detector import smooth
+    from deploy.evaluate import replay_at
 
-    refractory = int(round(info.refractory_s / info.hop_s))
-    smoothed = smooth(run.scores, info.smoothing)
-    fired = {k: run.times[fire_indices(smoothed[:, j], float(threshold), refractory)].tolist() for j, k in enumerate(info.keywords)}
-    return match_all(fired, run.events)
+    return replay_at(run, info.keywords, smooth(run.scores, info.smoothing), threshold, int(round(info.refractory_s / info.hop_s)))
 
 
 def accent_frr(run, info, thresholds: dict[str, float]) -> dict:

@@ -259,6 +259,12 @@ def background_hours(events: list[Event], duration_s: float) -> float:
     return max(duration_s - windows, 0.0) / 3600
 
 
+def replay_at(run: StreamRun, keywords, smoothed: np.ndarray, threshold: float, refractory_hops: int) -> tuple[list[int], list[float]]:
+    """``match_all`` of the detections ``run``'s recorded scores (already ``smoothed``) give at ``threshold``: no model runs."""
+    fired = {k: run.times[fire_indices(smoothed[:, j], float(threshold), refractory_hops)].tolist() for j, k in enumerate(keywords)}
+    return match_all(fired, run.events)
+
+
 def det_curve(run: StreamRun, info, refractory_hops: int, smoothing: int, thresholds: np.ndarray | None = None) -> list[dict]:
     """FRR and FA/h at each threshold, replayed over the recorded scores with the model's smoothing and refractory period."""
     if thresholds is None:
@@ -268,9 +274,7 @@ def det_curve(run: StreamRun, info, refractory_hops: int, smoothing: int, thresh
     hours = background_hours(run.events, run.duration_s)
     curve = []
     for threshold in thresholds:
-        fired = {k: run.times[fire_indices(smoothed[:, j], float(threshold), refractory_hops)].tolist()
-                 for j, k in enumerate(info.keywords)} if len(smoothed) else {k: [] for k in info.keywords}
-        hits, fa = match_all(fired, run.events)
+        hits, fa = replay_at(run, info.keywords, smoothed, threshold, refractory_hops) if len(smoothed) else ([0] * len(run.events), [])
         missed = sum(1 for e, h in zip(run.events, hits) if e.is_keyword and not h)
         curve.append({"threshold": float(threshold), "frr": missed / n_kw if n_kw else 0.0,
                       "fa_per_hour": len(fa) / hours if hours else 0.0, "false_accepts": len(fa)})
@@ -321,8 +325,7 @@ def frr_intervals(run: StreamRun, info, refractory_hops: int, smoothing: int, th
     missed = np.zeros((len(keywords), len(thresholds)))
     false_accepts = np.zeros((n_blocks, len(thresholds)))
     for j, threshold in enumerate(thresholds):
-        fired = {k: run.times[fire_indices(smoothed[:, c], float(threshold), refractory_hops)].tolist() for c, k in enumerate(info.keywords)}
-        hits, fa = match_all(fired, run.events)
+        hits, fa = replay_at(run, info.keywords, smoothed, threshold, refractory_hops)
         missed[:, j] = [hits[i] == 0 for i in keywords]
         np.add.at(false_accepts[:, j], np.minimum(np.asarray(fa, dtype=float) // block_s, n_blocks - 1).astype(int), 1)
     rng = np.random.default_rng(seed)

@@ -185,7 +185,7 @@ def build_stream(
     events = []
     for start, gain, clip in pieces:
         n = len(clip.audio)
-        audio[start : start + n] += clip.audio if gain == 1.0 else clip.audio * gain
+        audio[start : start + n] += clip.audio * gain
         events.append(Event(start / sample_rate, (start + n) / sample_rate, clip.label, clip.accent, clip.speaker, clip.path))
     if noise is not None and snr_db is not None:
         level = speech_power([c.audio for c in keywords]) or speech_power([c.audio for c in background])
