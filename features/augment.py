@@ -10,7 +10,19 @@ cut to a window (:meth:`Augmenter.perturb_speed`):
    together ("speed perturbation", Ko et al. 2015): the cheapest way to make
    a few speakers sound like more. audiomentations has no such transform
    (``TimeStretch`` keeps the pitch, ``PitchShift`` the tempo, both slowly),
-   so it is a linear-interpolation resampling here.
+   so it is a linear-interpolation resampling here;
+0b. given pauses between its syllables (:meth:`Augmenter.insert_pauses`):
+   silence of up to ``max_pause_s`` inserted at up to ``max_pauses`` of the
+   dips in the clip's loudness between its syllables
+   (:func:`syllable_dips`). Real people saying a wake word to a recorder
+   often say it carefully, "com - pu - ter"; synthetic voices run the
+   syllables together. On the real-speech benchmark, a pause of 120 ms at
+   the two deepest dips of real "computer" clips the Festival recipe's
+   model detected at a score of 0.8 or more made 70 % of them missed
+   (200 ms: 91 %), while slowing the same clips to 1.5 times their length
+   made 15 % missed: the model knew slow speech but not pauses. The pauses
+   fit in the window: a clip gets no more silence than its window has room
+   for beside its spoken part.
 
 Then on the window (:meth:`Augmenter.__call__`):
 
@@ -120,6 +132,9 @@ class AugmentConfig:
     p_mask: float = 0.0  # chance of SpecAugment masking of the window's log-mel spectrogram (features.mfcc.mask_log_mel)
     max_mask_bands: int = 6  # width of the masked band of mel bands, drawn in [0, max]
     max_mask_frames: int = 10  # width of the masked span of frames, drawn in [0, max]
+    p_pause: float = 0.0  # chance of pauses between the syllables of a clip (syllable_dips)
+    max_pause_s: float = 0.2  # each pause drawn uniformly in [0, max] seconds
+    max_pauses: int = 2  # how many syllable boundaries get a pause, drawn in [1, max]
 
     def __post_init__(self) -> None:
         for f in dataclasses.fields(self):
@@ -140,7 +155,11 @@ class AugmentConfig:
             raise ConfigError(f"augment reverberation times need 0.05 <= min_rt60_s <= max_rt60_s <= 2 s, got {self.min_rt60_s}..{self.max_rt60_s}")
         if not 0.0 <= self.max_warp <= 0.3:
             raise ConfigError(f"augment.max_warp must be in [0, 0.3] (a warp factor of 0.7-1.3 at most), got {self.max_warp}")
-        for name in ("max_mask_bands", "max_mask_frames"):
+        if not 0.0 <= self.max_pause_s <= 0.5:
+            raise ConfigError(f"augment.max_pause_s must be in [0, 0.5] seconds, got {self.max_pause_s}")
+        if self.max_pauses < 1:
+            raise ConfigError(f"augment.max_pauses must be a whole number >= 1, got {self.max_pauses}")
+        for name in ("max_mask_bands", "max_mask_frames", "max_pauses"):
             if getattr(self, name) < 0 or int(getattr(self, name)) != getattr(self, name):
                 raise ConfigError(f"augment.{name} must be a whole number >= 0, got {getattr(self, name)}")
         if self.max_floor_db > 0:
@@ -246,6 +265,30 @@ class Augmenter:
         factor = self.rng.uniform(self.config.min_speed, self.config.max_speed)
         return change_speed(audio, factor)
 
+    def insert_pauses(self, audio: np.ndarray, span: tuple[int, int], room: int) -> tuple[np.ndarray, tuple[int, int]]:
+        """``(audio, span)`` with silence inserted at some of the syllable dips inside ``span``, or unchanged.
+
+        ``room``: the most samples of silence that may be added in all (what
+        the window has beside the spoken part); the span grows by what was added.
+        """
+        c = self.config
+        if c.p_pause <= 0 or self.rng.random() >= c.p_pause:
+            return audio, span
+        dips = syllable_dips(audio, span, self.sample_rate)
+        if not dips or room <= 0:
+            return audio, span
+        n = min(len(dips), int(self.rng.integers(1, c.max_pauses + 1)))
+        chosen = np.sort(self.rng.choice(dips, size=n, replace=False))
+        lengths = (self.rng.uniform(0.0, c.max_pause_s, size=n) * self.sample_rate).astype(int)
+        if lengths.sum() > room:  # shrink them together so the keyword still fits its window
+            lengths = (lengths * room / lengths.sum()).astype(int)
+        parts, last = [], 0
+        for at, length in zip(chosen, lengths):
+            parts += [audio[last:at], np.zeros(length, np.float32)]
+            last = at
+        parts.append(audio[last:])
+        return np.concatenate(parts), (span[0], span[1] + int(lengths.sum()))
+
     def _in_room(self, audio: np.ndarray) -> np.ndarray:
         """The window convolved with a random room of the bank, cut back to its length (the tail leaves, as in a stream)."""
         from scipy.signal import fftconvolve
@@ -259,6 +302,44 @@ class Augmenter:
         start = int(self.rng.integers(len(clip)))
         reps = -(-(start + n) // len(clip))
         return np.tile(clip, reps)[start : start + n]
+
+
+PAUSE_FRAME_S = 0.010  # loudness frames in which syllable_dips looks for the gaps between syllables
+MIN_DIP_DB = 6.0  # a dip must be this far below the loudest frame on each side of it
+DIP_EDGE = 0.15  # dips are looked for inside the span only, this share of it away from either end
+
+
+def syllable_dips(audio: np.ndarray, span: tuple[int, int], sample_rate: int = SAMPLE_RATE) -> list[int]:
+    """Sample positions inside ``span`` where the loudness dips between two syllables.
+
+    A dip is a frame of the smoothed RMS envelope (10 ms frames, 30 ms
+    smoothing) that is the quietest within 40 ms either side and at least
+    ``MIN_DIP_DB`` below the loudest frame before it and after it: a stop
+    closure or a weak consonant between two vowels. Returns the middles of
+    those dips, in order (none for a single syllable or silence); a flat
+    gap counts once, at its middle.
+
+    >>> t = np.arange(16000) / 16000
+    >>> two = np.sin(2 * np.pi * 200 * t) * (np.abs(t - 0.5) > 0.1)  # two "syllables" with 200 ms of silence between
+    >>> [round(p / 16000, 1) for p in syllable_dips(two.astype(np.float32), (0, 16000))]
+    [0.5]
+    """
+    start, end = span
+    hop = max(1, int(PAUSE_FRAME_S * sample_rate))
+    n = (end - start) // hop
+    if n < 5:
+        return []
+    frames = audio[start : start + n * hop].reshape(n, hop).astype(np.float64)
+    level = 20 * np.log10(np.convolve(np.sqrt(np.mean(frames**2, axis=1)), np.ones(3) / 3, "same") + 1e-9)
+    lows = [i for i in range(int(DIP_EDGE * n), int((1 - DIP_EDGE) * n))
+            if level[i] == level[max(0, i - 4) : i + 5].min() and min(level[:i].max(), level[i + 1 :].max()) - level[i] >= MIN_DIP_DB]
+    groups: list[list[int]] = []  # frames of one dip: no louder syllable between them (a flat-bottomed gap is one dip)
+    for i in lows:
+        if groups and level[groups[-1][-1] : i + 1].max() - max(level[groups[-1][-1]], level[i]) < MIN_DIP_DB:
+            groups[-1].append(i)
+        else:
+            groups.append([i])
+    return [start + ((g[0] + g[-1]) // 2) * hop + hop // 2 for g in groups]
 
 
 def mix_at_snr(signal: np.ndarray, noise: np.ndarray, snr_db: float) -> np.ndarray:

@@ -6,7 +6,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from features.augment import AugmentConfig, Augmenter, change_speed, mix_at_snr
+from features.augment import AugmentConfig, Augmenter, change_speed, mix_at_snr, syllable_dips
 from features.errors import ConfigError
 
 SR = 16000
@@ -298,6 +298,78 @@ def test_masked_epochs_differ_only_in_the_features_and_are_seeded():
     for bad in ({"max_mask_bands": -1}, {"max_mask_frames": 2.5}, {"p_mask": 1.5}):
         with pytest.raises(ConfigError, match="augment"):
             AugmentConfig(**bad)
+
+
+def three_syllables(gap_db: float = -30.0) -> tuple[np.ndarray, tuple[int, int], list[int]]:
+    """A "com-pu-ter": a 220 Hz tone loud for three 150 ms syllables, at ``gap_db`` for the 40 ms between them.
+
+    Returns the audio (300 ms of silence either side), the word's span and the middles of the two gaps.
+    """
+    syl, gap, lead = int(0.15 * SR), int(0.04 * SR), int(0.3 * SR)
+    envelope = np.concatenate([np.ones(syl), np.full(gap, 10 ** (gap_db / 20)), np.ones(syl), np.full(gap, 10 ** (gap_db / 20)), np.ones(syl)])
+    ramp = np.hanning(int(0.01 * SR))
+    envelope = np.convolve(envelope, ramp / ramp.sum(), "same")  # 10 ms transitions, like onsets and closures
+    word = 0.3 * envelope * np.sin(2 * np.pi * 220 * np.arange(len(envelope)) / SR)
+    audio = np.concatenate([np.zeros(lead), word, np.zeros(lead)]).astype(np.float32)
+    return audio, (lead, lead + len(word)), [lead + syl + gap // 2, lead + 2 * syl + gap + gap // 2]
+
+
+def test_syllable_dips_are_found_between_syllables_only():
+    audio, span, middles = three_syllables()
+    dips = syllable_dips(audio, span, SR)
+    assert len(dips) == 2 and all(abs(d - m) <= 0.03 * SR for d, m in zip(dips, middles))
+    assert syllable_dips(*three_syllables(gap_db=-3.0)[:2], SR) == []  # dips too shallow to be syllable boundaries
+    one = speechlike()
+    assert syllable_dips(one, (4000, 12000), SR) == []
+    assert syllable_dips(np.zeros(SR, np.float32), (0, SR), SR) == []
+
+
+def test_pauses_are_silence_at_the_dips_within_the_room_and_seeded():
+    audio, span, _ = three_syllables()
+    aug = Augmenter(with_(p_pause=1.0, max_pause_s=0.2, max_pauses=2), seed=5)
+    dips = syllable_dips(audio, span, SR)
+    lengths = set()
+    for _ in range(20):
+        out, new_span = aug.insert_pauses(audio, span, room=int(0.25 * SR))
+        added = len(out) - len(audio)
+        lengths.add(added)
+        assert 0 <= added <= 0.25 * SR and new_span == (span[0], span[1] + added)
+        assert np.array_equal(out[: dips[0]], audio[: dips[0]])  # nothing moves before the first dip
+        assert np.array_equal(out[-(len(audio) - dips[1]):], audio[dips[1]:])  # nor after the last, only later
+        zeros = np.flatnonzero(out[span[0] : new_span[1]] == 0)
+        assert len(zeros) >= added  # the inserted samples are digital silence inside the word
+    assert len(lengths) > 10  # lengths are drawn, not fixed
+    again = Augmenter(with_(p_pause=1.0, max_pause_s=0.2, max_pauses=2), seed=5)
+    assert np.array_equal(again.insert_pauses(audio, span, int(0.25 * SR))[0], Augmenter(
+        with_(p_pause=1.0, max_pause_s=0.2, max_pauses=2), seed=5).insert_pauses(audio, span, int(0.25 * SR))[0])
+    # No room in the window, or pauses off: the clip comes back as it was, and nothing is drawn when off.
+    assert aug.insert_pauses(audio, span, room=0)[0] is audio
+    off = Augmenter(ONLY, seed=1)
+    state = off.rng.bit_generator.state
+    assert off.insert_pauses(audio, span, SR)[0] is audio and off.rng.bit_generator.state == state
+    for bad in ({"max_pause_s": 0.8}, {"max_pauses": 0}, {"max_pauses": 1.5}, {"p_pause": -0.1}):
+        with pytest.raises(ConfigError, match="augment"):
+            AugmentConfig(**bad)
+
+
+def test_a_paused_keyword_still_fits_its_training_window():
+    """The window keeps the whole spoken part of a keyword however long the pauses drawn, so no window is a cut keyword."""
+    from collect.manifest import ClipRow
+    from features.config import FeatureConfig
+    from train.dataset import Clip, WindowMaker
+
+    audio, span, _ = three_syllables()
+    row = ClipRow(path="a.wav", label="computer", text="", speaker="s", accent="en-US", source="", session="", device="",
+                  sample_rate=SR, duration_s=len(audio) / SR, sha256="", created="")
+    maker = WindowMaker(FeatureConfig(), 1.0, with_(p_pause=1.0, max_pause_s=0.5, max_pauses=2, p_shift=1.0), seed=0, progress=False)
+    aug = Augmenter(maker.augment, seed=0)
+    grown = 0
+    for _ in range(30):
+        clip = maker._perturbed(Clip(row, audio, 1, span), aug)
+        s, e = clip.span
+        assert e - s <= maker.window_samples - 2 * maker.margin
+        grown = max(grown, e - s - (span[1] - span[0]))
+    assert grown > 0.2 * SR  # long pauses were drawn and shrunk to the room there was (0.26 s), not dropped
 
 
 def test_simulating_rooms_leaves_sigpipe_unblocked():

@@ -212,11 +212,14 @@ class WindowMaker:
         return self.features(windows, warps, masks), labels_tensor(picked)
 
     def _perturbed(self, clip: Clip, augmenter: Augmenter) -> Clip:
-        """The clip after the augmenter's speed change, with its spoken part found again."""
+        """The clip after the augmenter's speed change (its spoken part found again) and pauses between syllables."""
         audio = augmenter.perturb_speed(clip.audio)
+        span = clip.span if audio is clip.audio else active_span(audio, self.cfg.sample_rate)
+        room = self.window_samples - (span[1] - span[0]) - 2 * self.margin
+        audio, span = augmenter.insert_pauses(audio, span, room)
         if audio is clip.audio:
             return clip
-        return Clip(clip.row, audio, clip.label, active_span(audio, self.cfg.sample_rate))
+        return Clip(clip.row, audio, clip.label, span)
 
     def eval_set(self, clips: Sequence[Clip]) -> tuple[torch.Tensor, torch.Tensor]:
         """Features and labels of every clip, centred in the window, not augmented."""
