@@ -282,12 +282,7 @@ class Augmenter:
         lengths = (self.rng.uniform(0.0, c.max_pause_s, size=n) * self.sample_rate).astype(int)
         if lengths.sum() > room:  # shrink them together so the keyword still fits its window
             lengths = (lengths * room / lengths.sum()).astype(int)
-        parts, last = [], 0
-        for at, length in zip(chosen, lengths):
-            parts += [audio[last:at], np.zeros(length, np.float32)]
-            last = at
-        parts.append(audio[last:])
-        return np.concatenate(parts), (span[0], span[1] + int(lengths.sum()))
+        return with_pauses(audio, chosen, lengths), (span[0], span[1] + int(lengths.sum()))
 
     def _in_room(self, audio: np.ndarray) -> np.ndarray:
         """The window convolved with a random room of the bank, cut back to its length (the tail leaves, as in a stream)."""
@@ -309,15 +304,16 @@ MIN_DIP_DB = 6.0  # a dip must be this far below the loudest frame on each side 
 DIP_EDGE = 0.15  # dips are looked for inside the span only, this share of it away from either end
 
 
-def syllable_dips(audio: np.ndarray, span: tuple[int, int], sample_rate: int = SAMPLE_RATE) -> list[int]:
+def syllable_dips(audio: np.ndarray, span: tuple[int, int], sample_rate: int = SAMPLE_RATE, most: int | None = None) -> list[int]:
     """Sample positions inside ``span`` where the loudness dips between two syllables.
 
     A dip is a frame of the smoothed RMS envelope (10 ms frames, 30 ms
     smoothing) that is the quietest within 40 ms either side and at least
     ``MIN_DIP_DB`` below the loudest frame before it and after it: a stop
     closure or a weak consonant between two vowels. Returns the middles of
-    those dips, in order (none for a single syllable or silence); a flat
-    gap counts once, at its middle.
+    those dips in time order (none for a single syllable or silence); a
+    flat gap counts once, at its middle. ``most``: only that many, the
+    deepest.
 
     >>> t = np.arange(16000) / 16000
     >>> two = np.sin(2 * np.pi * 200 * t) * (np.abs(t - 0.5) > 0.1)  # two "syllables" with 200 ms of silence between
@@ -331,15 +327,27 @@ def syllable_dips(audio: np.ndarray, span: tuple[int, int], sample_rate: int = S
         return []
     frames = audio[start : start + n * hop].reshape(n, hop).astype(np.float64)
     level = 20 * np.log10(np.convolve(np.sqrt(np.mean(frames**2, axis=1)), np.ones(3) / 3, "same") + 1e-9)
-    lows = [i for i in range(int(DIP_EDGE * n), int((1 - DIP_EDGE) * n))
-            if level[i] == level[max(0, i - 4) : i + 5].min() and min(level[:i].max(), level[i + 1 :].max()) - level[i] >= MIN_DIP_DB]
+    depth = {i: min(level[:i].max(), level[i + 1 :].max()) - level[i] for i in range(int(DIP_EDGE * n), int((1 - DIP_EDGE) * n))
+             if level[i] == level[max(0, i - 4) : i + 5].min()}
     groups: list[list[int]] = []  # frames of one dip: no louder syllable between them (a flat-bottomed gap is one dip)
-    for i in lows:
+    for i in (i for i, d in depth.items() if d >= MIN_DIP_DB):
         if groups and level[groups[-1][-1] : i + 1].max() - max(level[groups[-1][-1]], level[i]) < MIN_DIP_DB:
             groups[-1].append(i)
         else:
             groups.append([i])
+    if most is not None:
+        groups = sorted(sorted(groups, key=lambda g: -max(depth[i] for i in g))[:most])
     return [start + ((g[0] + g[-1]) // 2) * hop + hop // 2 for g in groups]
+
+
+def with_pauses(audio: np.ndarray, at: Sequence[int], lengths: Sequence[int]) -> np.ndarray:
+    """``audio`` with ``lengths[k]`` samples of silence inserted at sample ``at[k]`` (``at`` in time order)."""
+    parts, last = [], 0
+    for position, length in zip(at, lengths):
+        parts += [audio[last:position], np.zeros(int(length), np.float32)]
+        last = position
+    parts.append(audio[last:])
+    return np.concatenate(parts).astype(np.float32, copy=False)
 
 
 def mix_at_snr(signal: np.ndarray, noise: np.ndarray, snr_db: float) -> np.ndarray:

@@ -207,7 +207,7 @@ def test_clip_probe_of_a_finished_run(tmp_path, tiny_dataset, keyword_model):
     """The per-clip checks on a run folder: recalls follow the clips' own peak scores; long clips are found and compressed."""
     import librosa
 
-    from deploy.clip_probe import LONG_S, probe_run
+    from deploy.clip_probe import LONG_S, paused_at_dips, probe_run
     from deploy.benchmark_real import ensemble_benchmark
     from deploy.evaluate import EvalClip, clip_pass
     from deploy.modelfile import KwsModel
@@ -242,8 +242,18 @@ def test_clip_probe_of_a_finished_run(tmp_path, tiny_dataset, keyword_model):
     negatives = [c for w in ROTATIONS["A"][1] for c in load_real_clips(check_wake_words(ww)[w], w)]
     neg_peaks = np.array([r["max_score"] for r in clip_pass(KwsModel(keyword_model), negatives, progress=False)])
     assert probe["threshold_1pct_negatives"] == pytest.approx(np.quantile(neg_peaks, 0.99), abs=1e-4)
+    detected = [i for i in range(len(keywords)) if peaks[i] >= 0.5]
+    pauses = probe["paused_detected_clips"]
+    assert pauses["n"] == len(detected) >= 1
+    assert set(pauses["recall_at_threshold"]) == {"pauses of 0.06 s", "pauses of 0.12 s", "pauses of 0.2 s"}
+    paused = [paused_at_dips(keywords[i].audio, 16000, 0.2) for i in detected]
+    assert all(len(p) - len(keywords[i].audio) in (0, 3200, 6400) for p, i in zip(paused, detected))
+    assert any(len(p) - len(keywords[i].audio) == 6400 for p, i in zip(paused, detected))  # two dips, 0.2 s each
+    paused_peaks = np.array([r["max_score"] for r in clip_pass(KwsModel(keyword_model), [
+        EvalClip(keywords[i].row, a, 1) for i, a in zip(detected, paused)], progress=False)])
+    assert pauses["recall_at_threshold"]["pauses of 0.2 s"] == pytest.approx(np.mean(paused_peaks >= 0.5), abs=1e-4)
     md = (out / "clip_probe.md").read_text()
-    assert "rotation A" in md and f"{probe['median_peak']}" in md
+    assert "rotation A" in md and f"{probe['median_peak']}" in md and "pauses of 0.2 s: still detected" in md
 
 
 def test_real_negatives_setting_is_checked():
