@@ -84,7 +84,9 @@ TEXT_FILE = Path(__file__).resolve().parent.parent / "benchmarks" / "background_
 CONFIGS = Path(__file__).resolve().parent.parent / "configs"
 # Mining round: windows of training-side negatives scoring >= threshold under the first model, at most max_clips,
 # then fine-tuning from the first model for `epochs` at peak learning rate `lr`. read_aloud_takes: long takes per training voice.
-MINING_DEFAULTS = {"threshold": 0.2, "max_clips": 2000, "epochs": 8, "lr": 1e-3, "read_aloud_takes": 2, "rounds": 1}
+# noise_snr_db: also mine each clip under pink noise that far below its speech power (deploy.mine); None = clean only
+MINING_DEFAULTS = {"threshold": 0.2, "max_clips": 2000, "epochs": 8, "lr": 1e-3, "read_aloud_takes": 2, "rounds": 1,
+                   "noise_snr_db": None}
 
 
 @dataclass(frozen=True)
@@ -145,6 +147,9 @@ class BenchConfig:
             rounds = d["mining"]["rounds"]
             if isinstance(rounds, bool) or not isinstance(rounds, int) or rounds < 1:
                 raise ConfigError(f"benchmark config: mining.rounds must be a whole number >= 1, got {rounds!r}")
+            snr = d["mining"]["noise_snr_db"]
+            if snr is not None and (isinstance(snr, bool) or not isinstance(snr, (int, float)) or not -20 <= snr <= 60):
+                raise ConfigError(f"benchmark config: mining.noise_snr_db must be null or a number of dB in [-20, 60], got {snr!r}")
         cfg = cls(**d)
         if not (isinstance(cfg.real_negatives, bool) or cfg.real_negatives == "validation"):
             raise ConfigError(f"benchmark config: real_negatives must be true, false or \"validation\", got {cfg.real_negatives!r}")
@@ -832,13 +837,15 @@ def mine_and_fine_tune(out: Path, dataset: Path, checkpoint: Path, cfg: BenchCon
     for n in range(1, int(m["rounds"]) + 1):
         suffix = "" if n == 1 else f"-{n}"
         model = KwsModel(export_model(checkpoint, out / f"round{n}.onnx", threshold=0.5, **cfg.export))
-        found = find_false_accepts(model, clips, threshold=m["threshold"], progress=progress)
+        found = find_false_accepts(model, clips, threshold=m["threshold"], noise_snr_db=m["noise_snr_db"], seed=cfg.seed + n,
+                                   progress=progress)
         write_mined(dataset, found, max_clips=m["max_clips"], session=SESSION + suffix)
         by_source = dict(Counter(f["row"].session for f in found[: m["max_clips"]]))
+        in_noise = sum(f["noise_snr_db"] is not None for f in found[: m["max_clips"]])
         tc = cfg.train_config_obj().replace(init_from=str(checkpoint), epochs=m["epochs"], lr=m["lr"])
         run_dir = out / f"train-mined{suffix}"
         result = (resume and finished_run(run_dir, dataset, tc)) or train(dataset, tc, run_dir, progress=progress)
-        rounds.append({"round": n, "found": len(found), "kept": min(len(found), m["max_clips"]), "kept_by_session": by_source,
+        rounds.append({"round": n, "found": len(found), "kept": min(len(found), m["max_clips"]), "kept_by_session": by_source, "kept_in_noise": in_noise,
                        "mined_with": str(checkpoint)})
         checkpoint = result.checkpoint
     return result, {**m, "searched_hours": round(audio_h, 3), "rounds_run": rounds}

@@ -90,8 +90,10 @@ def markdown(report: dict) -> str:
             m = r["mining"]
             for k in m.get("rounds_run") or [{**m, "round": 1}]:  # reports from before rounds had one round's fields at the top
                 under = "the first model" if k["round"] == 1 else "the previous round's model"
-                lines += [f"- mining round {k['round']}: {k['found']} windows of {m['searched_hours']:.2f} h of training-side negatives "
-                          f"scored >= {m['threshold']:g} under {under}; kept {k['kept']} ({json.dumps(k['kept_by_session'])}), "
+                noisy = "" if m.get("noise_snr_db") is None else f", each clean and under pink noise at {m['noise_snr_db']:g} dB SNR"
+                kept_noisy = "" if m.get("noise_snr_db") is None else f", {k.get('kept_in_noise')} of them in noise"
+                lines += [f"- mining round {k['round']}: {k['found']} windows of {m['searched_hours']:.2f} h of training-side negatives{noisy} "
+                          f"scored >= {m['threshold']:g} under {under}; kept {k['kept']} ({json.dumps(k['kept_by_session'])}{kept_noisy}), "
                           f"then fine-tuned {m['epochs']} epochs at lr {m['lr']:g}"]
             lines += ["  (the training line above is the last fine-tuning run)"]
         lines += [""]

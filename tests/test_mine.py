@@ -31,6 +31,32 @@ def test_mined_windows_are_what_the_model_scored_high(keyword_model, negatives):
         assert again == pytest.approx(f["score"], abs=0.05)  # the cut window is the window that was scored
 
 
+def test_mining_in_noise_adds_the_windows_scored_under_noise(keyword_model, negatives, tiny_dataset, tmp_path):
+    """noise_snr_db: the clean windows as before, plus windows of each clip under pink noise, written as scored; seeded."""
+    from deploy.streams import speech_power, trim_silence
+
+    model = KwsModel(keyword_model)
+    clean = find_false_accepts(model, negatives, threshold=0.05, progress=False)
+    both = find_false_accepts(model, negatives, threshold=0.05, noise_snr_db=5.0, seed=3, progress=False)
+    key = lambda f: (f["row"].path, f["time_s"], round(f["score"], 6))  # noqa: E731
+    assert sorted(map(key, clean)) == sorted(key(f) for f in both if f["noise_snr_db"] is None)
+    noisy = [f for f in both if f["noise_snr_db"] == 5.0]
+    assert noisy, "under noise at 5 dB SNR the tiny model fires somewhere"
+    n = int(round(model.info.window_s * 16000))
+    for f in noisy[:5]:
+        again = float(model.predict(Mfcc(model.info.feature_config)(f["audio"][None])[:, -model.info.window_frames:])[0, 1])
+        assert again == pytest.approx(f["score"], abs=0.05)  # the noisy window, as scored, is what is kept
+        source = next(a for r, a in negatives if r == f["row"])
+        power = speech_power([trim_silence(source)])
+        assert len(f["audio"]) == n and np.mean(np.square(f["audio"])) > 0.02 * power  # noise fills even a quiet window
+    again = find_false_accepts(model, negatives, threshold=0.05, noise_snr_db=5.0, seed=3, progress=False)
+    assert [key(f) for f in again] == [key(f) for f in both]
+    dataset = tmp_path / "ds"
+    shutil.copytree(tiny_dataset, dataset)
+    write_mined(dataset, noisy, max_clips=2, session="mined-noisy")
+    assert all(r.source.endswith(":pink5dB") for r in load_rows(dataset) if r.session == "mined-noisy")
+
+
 def test_write_mined_keeps_speakers_and_refuses_to_overwrite(keyword_model, negatives, tiny_dataset, tmp_path):
     dataset = tmp_path / "ds"
     shutil.copytree(tiny_dataset, dataset)
@@ -91,6 +117,9 @@ def test_kws_mine_cli(keyword_model, tiny_dataset, tmp_path):
     assert ok.returncode == 0, ok.stderr
     assert "--init-from" in ok.stdout
     assert 1 <= len([r for r in load_rows(dataset) if r.session == "m"]) <= 4
+    noisy = run("mine", keyword_model, dataset, "--threshold", "0.05", "--noise-snr-db", "5", "--session", "n", "--no-progress")
+    assert noisy.returncode == 0, noisy.stderr
+    assert any(r.source.endswith(":pink5dB") for r in load_rows(dataset) if r.session == "n")
     assert_clean_error(run("mine", keyword_model, dataset, "--threshold", "1.5"), "threshold")
 
 

@@ -109,6 +109,11 @@ def test_bench_config_files_parse():
     for rounds in (0, 1.5, "2"):
         with pytest.raises(ConfigError, match="mining.rounds"):
             BenchConfig.from_dict({"mining": {"rounds": rounds}})
+    assert BenchConfig.from_dict({"mining": {"rounds": 1}}).mining["noise_snr_db"] is None  # clean mining unless asked
+    assert BenchConfig.from_dict({"mining": {"noise_snr_db": 10}}).mining["noise_snr_db"] == 10
+    for snr in ("10", True, 100):
+        with pytest.raises(ConfigError, match="mining.noise_snr_db"):
+            BenchConfig.from_dict({"mining": {"noise_snr_db": snr}})
     for bad in ({"kokoro": {"n_voices_per_accent": 4}}, {"espeak": {"n_voices": 4}}, {"espeak": 4}):  # not an engine; not a synth key
         with pytest.raises(ConfigError, match="engine_synth"):
             BenchConfig.from_dict({"engines": ["espeak"], "engine_synth": bad})

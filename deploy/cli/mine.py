@@ -15,6 +15,8 @@ def mine(
     dataset: Path = typer.Argument(..., help="Dataset whose negative clips are searched; the mined session is written into it."),
     threshold: float = typer.Option(0.2, help="Keep windows whose raw keyword score reaches this."),
     max_clips: int = typer.Option(2000, min=1, help="At most this many windows, the highest-scoring first."),
+    noise_snr_db: Optional[float] = typer.Option(
+        None, help="Also stream every clip under pink noise this many dB below its speech power: false accepts a noisy room brings out."),
     session: Optional[str] = typer.Option(None, help="Name of the new session (default: mined-<date-time>)."),
     progress: bool = typer.Option(True, help="Show a progress bar."),
 ) -> None:
@@ -30,7 +32,8 @@ def mine(
     rows = [r for r in rows if r.label == NEGATIVE]
     if not rows:
         raise ConfigError(f"{dataset}: no negative clips to mine")
-    found = find_false_accepts(kws_model, [(r, load_audio(dataset / r.path)) for r in rows], threshold=threshold, progress=progress)
+    found = find_false_accepts(kws_model, [(r, load_audio(dataset / r.path)) for r in rows], threshold=threshold,
+                               noise_snr_db=noise_snr_db, progress=progress)
     if not found:
         typer.echo(f"no window of {len(rows)} negative clips reaches {threshold}: nothing to mine")
         return
