@@ -17,7 +17,11 @@ accept that set the 0.5 FA/h threshold in most runs was an espeak-ng
 read-aloud passage the Festival recipe's models scored 0.04 clean and
 0.83-0.97 under pink noise at the stream's level (eight noise draws),
 while mining had only ever streamed clean audio. The noisy window is what
-is written, as it was scored.
+is written, as it was scored. On that benchmark it did not help (five
+seeds; benchmarks/REAL_SPEECH.md): the passage's voice and text are held
+out of training, and the noisy windows of the training voices did not
+carry over to it. It stays an option for a deployment whose own negatives
+are recorded in quieter rooms than it will listen in.
 
 Mined windows keep the speaker and accent of the clip they were cut from, so
 the speaker-disjoint splits stay disjoint: windows of a validation speaker
