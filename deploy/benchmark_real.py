@@ -845,8 +845,8 @@ def mine_and_fine_tune(out: Path, dataset: Path, checkpoint: Path, cfg: BenchCon
         tc = cfg.train_config_obj().replace(init_from=str(checkpoint), epochs=m["epochs"], lr=m["lr"])
         run_dir = out / f"train-mined{suffix}"
         result = (resume and finished_run(run_dir, dataset, tc)) or train(dataset, tc, run_dir, progress=progress)
-        rounds.append({"round": n, "found": len(found), "kept": min(len(found), m["max_clips"]), "kept_by_session": by_source, "kept_in_noise": in_noise,
-                       "mined_with": str(checkpoint)})
+        rounds.append({"round": n, "found": len(found), "kept": min(len(found), m["max_clips"]), "kept_by_session": by_source,
+                       "kept_in_noise": in_noise, "mined_with": str(checkpoint)})
         checkpoint = result.checkpoint
     return result, {**m, "searched_hours": round(audio_h, 3), "rounds_run": rounds}
 

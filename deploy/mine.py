@@ -80,8 +80,8 @@ def find_false_accepts(model, clips: Sequence[tuple[ClipRow, np.ndarray]], *, th
             continue
         padded = np.concatenate([pad, np.asarray(audio, np.float32), pad])
         versions = [(padded, None)]
-        power = speech_power([trim_silence(padded)])
-        if noise_snr_db is not None and power > 0:
+        power = 0.0 if noise_snr_db is None else speech_power([trim_silence(padded)])
+        if power > 0:
             bed = make_noise("pink", len(padded), rng) * np.float32(np.sqrt(power / 10 ** (noise_snr_db / 10)))
             versions.append((np.clip(padded + bed, -1.0, 1.0).astype(np.float32), noise_snr_db))
         for stream, snr in versions:
