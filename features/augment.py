@@ -157,9 +157,9 @@ class AugmentConfig:
             raise ConfigError(f"augment.max_warp must be in [0, 0.3] (a warp factor of 0.7-1.3 at most), got {self.max_warp}")
         if not 0.0 <= self.max_pause_s <= 0.5:
             raise ConfigError(f"augment.max_pause_s must be in [0, 0.5] seconds, got {self.max_pause_s}")
-        if self.max_pauses < 1:
+        if self.max_pauses < 1 or int(self.max_pauses) != self.max_pauses:
             raise ConfigError(f"augment.max_pauses must be a whole number >= 1, got {self.max_pauses}")
-        for name in ("max_mask_bands", "max_mask_frames", "max_pauses"):
+        for name in ("max_mask_bands", "max_mask_frames"):
             if getattr(self, name) < 0 or int(getattr(self, name)) != getattr(self, name):
                 raise ConfigError(f"augment.{name} must be a whole number >= 0, got {getattr(self, name)}")
         if self.max_floor_db > 0:

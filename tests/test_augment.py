@@ -339,16 +339,16 @@ def test_pauses_are_silence_at_the_dips_within_the_room_and_seeded():
         zeros = np.flatnonzero(out[span[0] : new_span[1]] == 0)
         assert len(zeros) >= added  # the inserted samples are digital silence inside the word
     assert len(lengths) > 10  # lengths are drawn, not fixed
-    again = Augmenter(with_(p_pause=1.0, max_pause_s=0.2, max_pauses=2), seed=5)
-    assert np.array_equal(again.insert_pauses(audio, span, int(0.25 * SR))[0], Augmenter(
-        with_(p_pause=1.0, max_pause_s=0.2, max_pauses=2), seed=5).insert_pauses(audio, span, int(0.25 * SR))[0])
+    first, second = (Augmenter(with_(p_pause=1.0, max_pause_s=0.2, max_pauses=2), seed=5) for _ in range(2))
+    assert np.array_equal(first.insert_pauses(audio, span, int(0.25 * SR))[0], second.insert_pauses(audio, span, int(0.25 * SR))[0])
     # No room in the window, or pauses off: the clip comes back as it was, and nothing is drawn when off.
     assert aug.insert_pauses(audio, span, room=0)[0] is audio
     off = Augmenter(ONLY, seed=1)
     state = off.rng.bit_generator.state
     assert off.insert_pauses(audio, span, SR)[0] is audio and off.rng.bit_generator.state == state
-    for bad in ({"max_pause_s": 0.8}, {"max_pauses": 0}, {"max_pauses": 1.5}, {"p_pause": -0.1}):
-        with pytest.raises(ConfigError, match="augment"):
+    for bad, name in (({"max_pause_s": 0.8}, "max_pause_s"), ({"max_pauses": 0}, "max_pauses must be a whole number >= 1"),
+                      ({"max_pauses": 1.5}, "max_pauses must be a whole number >= 1"), ({"p_pause": -0.1}, "p_pause")):
+        with pytest.raises(ConfigError, match=f"augment.{name}"):
             AugmentConfig(**bad)
 
 

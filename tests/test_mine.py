@@ -47,8 +47,12 @@ def test_mining_in_noise_adds_the_windows_scored_under_noise(keyword_model, nega
         again = float(model.predict(Mfcc(model.info.feature_config)(f["audio"][None])[:, -model.info.window_frames:])[0, 1])
         assert again == pytest.approx(f["score"], abs=0.05)  # the noisy window, as scored, is what is kept
         source = next(a for r, a in negatives if r == f["row"])
-        power = speech_power([trim_silence(source)])
-        assert len(f["audio"]) == n and np.mean(np.square(f["audio"])) > 0.02 * power  # noise fills even a quiet window
+        padded = np.concatenate([np.zeros(n // 2, np.float32), source, np.zeros(n // 2, np.float32)])
+        end = int(round(f["time_s"] * 16000)) + n // 2  # where the window ends in the padded clip (time_s is rounded to 1 ms)
+        added = min(np.mean(np.square(f["audio"] - padded[end + k - n : end + k], dtype=np.float64)) for k in range(-16, 17)
+                    if end + k - n >= 0 and end + k <= len(padded))
+        power = speech_power([trim_silence(padded)])
+        assert len(f["audio"]) == n and 10 * np.log10(power / added) == pytest.approx(5.0, abs=1.5)  # the noise is at the SNR asked for
     again = find_false_accepts(model, negatives, threshold=0.05, noise_snr_db=5.0, seed=3, progress=False)
     assert [key(f) for f in again] == [key(f) for f in both]
     dataset = tmp_path / "ds"
