@@ -442,12 +442,21 @@ def accent_frr(run, info, thresholds: dict[str, float]) -> dict:
     return out
 
 
-def voice_frr_at(run, info, traits: dict[str, dict], thresholds: dict[str, float]) -> dict:
-    """FRR of the keyword events by pitch and spoken-length band (``deploy.voice_bands``) at each named threshold.
+def keyword_traits(keywords: list, snr_db: float | None) -> dict[str, dict]:
+    """``deploy.voice_bands.traits`` of each real keyword clip, by path, with its own SNR in a stream at ``snr_db``."""
+    from deploy.error_clips import keyword_snr
+    from deploy.voice_bands import traits
 
-    ``traits`` maps a clip path to its ``deploy.voice_bands.traits``. This is
-    how the benchmark shows *which* real speakers are missed: the real
-    recordings carry no accent or gender labels.
+    snr = keyword_snr(keywords, snr_db) if snr_db is not None else {}
+    return {c.row.path: {**traits(c.audio, SAMPLE_RATE), "snr_db": snr.get(c.row.path)} for c in keywords}
+
+
+def voice_frr_at(run, info, traits: dict[str, dict], thresholds: dict[str, float]) -> dict:
+    """FRR of the keyword events by pitch, spoken-length and SNR band (``deploy.voice_bands``) at each named threshold.
+
+    ``traits`` maps a clip path to its ``keyword_traits``. This is how the
+    benchmark shows *which* real speakers are missed: the real recordings
+    carry no accent or gender labels.
     """
     from deploy.voice_bands import voice_frr
 
@@ -533,19 +542,18 @@ def finished_report(out: str | Path, option: str) -> dict:
 
 
 def add_voice_bands(out: str | Path, wake_words: str | Path) -> dict:
-    """Add the pitch and spoken-length table (``voice_frr_at``) to a finished run's report, from its saved test scores.
+    """Add the pitch, spoken-length and SNR tables (``voice_frr_at``) to a finished run's report, from its saved test scores.
 
     For runs made before the table existed: no model runs again, only the
     real keyword clips are measured. Rewrites the report files; returns the report.
     """
     from deploy.benchmark_report import write_bench_report
     from deploy.modelfile import KwsModel
-    from deploy.voice_bands import traits
 
     out = Path(out)
     report = finished_report(out, "--voices-only")
     keywords = load_real_clips(check_wake_words(wake_words)[KEYWORD], KEYWORD)
-    voice_traits = {c.row.path: traits(c.audio, SAMPLE_RATE) for c in keywords}
+    voice_traits = keyword_traits(keywords, report["config"].get("snr_db"))
     for r in report["rotations"]:
         rotation_dir = out / f"rotation-{r['rotation']}"
         info = KwsModel(rotation_dir / "model.onnx").info
@@ -713,7 +721,6 @@ def measure_rotation(rotation: str, model_path: Path, dataset: Path, cfg: BenchC
     from deploy.calibrate import calibrate_threshold
     from deploy.evaluate import background_hours, det_curve, operating_points, stream_pass
     from deploy.modelfile import KwsModel
-    from deploy.voice_bands import traits
 
     seconds = {}
     out = Path(model_path).parent
@@ -731,7 +738,7 @@ def measure_rotation(rotation: str, model_path: Path, dataset: Path, cfg: BenchC
     # The test stream: every real "computer" clip in test-side real speech plus held-out read-aloud speech.
     t = time.perf_counter()
     keywords = load_real_clips(real_files[KEYWORD], KEYWORD)
-    voice_traits = {c.row.path: traits(c.audio, SAMPLE_RATE) for c in keywords}
+    voice_traits = keyword_traits(keywords, cfg.snr_db)
     background = [c for w in test_words for c in load_real_clips(real_files[w], w)]
     read = dataset_clips(Path(data["read_aloud"]))
     run = stream_pass(model, keywords + background + read, background_minutes=cfg.test_background_minutes, snr_db=cfg.snr_db,

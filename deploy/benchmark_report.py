@@ -11,6 +11,8 @@ from pathlib import Path
 
 import numpy as np
 
+from deploy.voice_bands import VOICE_KINDS
+
 
 def _pct(x) -> str:
     return "n/a" if x is None else f"{100 * x:.1f}%"
@@ -107,11 +109,12 @@ def markdown(report: dict) -> str:
         if src:
             lines += ["", f"False accepts at the calibrated threshold, by background source: {json.dumps(src)}"]
         for name, v in (r["test"].get("voices") or {}).items():
-            lines += ["", f"Real \"{report['keyword']}\" clips by the speaker's pitch and the spoken length "
-                          f"(measured from the audio, `deploy/voice_bands.py`), FRR at the {name} threshold {_thr(v['threshold'])}:", ""]
+            lines += ["", f"Real \"{report['keyword']}\" clips by the speaker's pitch, the spoken length and the clip's own SNR "
+                          f"in the stream (measured from the audio, `deploy/voice_bands.py`), FRR at the {name} threshold "
+                          f"{_thr(v['threshold'])}:", ""]
             lines += _table(["band", "keywords", "FRR (95% CI)"],
                             [[f"{kind}: {band}", t["n"], f"{_pct(t['frr'])} ({_pct(t['frr_ci'][0])}-{_pct(t['frr_ci'][1])})"]
-                             for kind in ("pitch", "length") for band, t in v[kind].items()])
+                             for kind in VOICE_KINDS if kind in v for band, t in v[kind].items()])
         for name, a in r["accents"].items():
             lines += ["", f"Per-accent FRR of held-out synthetic voices at the {name} threshold {_thr(a['threshold'])} "
                           f"(overall {_pct(a['frr'])}, worst/best {_ratio(a['worst_over_best'])}):", ""]
@@ -176,14 +179,16 @@ def plot_accents(report: dict, path: Path) -> Path:
 
 
 def plot_voices(report: dict, path: Path) -> Path:
-    """FRR of the real keyword clips by pitch band and by spoken length, at the 0.5 FA/h threshold, one bar per rotation."""
+    """FRR of the real keyword clips by pitch, spoken length and own SNR band, at the 0.5 FA/h threshold, one bar per rotation."""
     from deploy.report import _pyplot, save_figure
 
     plt = _pyplot()
     rots = [r for r in report["rotations"] if (r["test"].get("voices") or {}).get("test_0.5_fa_per_hour")]
-    fig, axes = plt.subplots(1, 2, figsize=(9, 3.8), sharey=True)
+    kinds = [k for k in VOICE_KINDS if all(k in r["test"]["voices"]["test_0.5_fa_per_hour"] for r in rots)]
+    fig, axes = plt.subplots(1, len(kinds), figsize=(4.5 * len(kinds), 3.8), sharey=True)
     width = 0.8 / max(1, len(rots))
-    for ax, kind, title in zip(axes, ("pitch", "length"), ("speaker's median pitch", "spoken length of the clip")):
+    for ax, kind in zip(axes, kinds):
+        title = VOICE_KINDS[kind]
         bands = list(dict.fromkeys(b for r in rots for b in r["test"]["voices"]["test_0.5_fa_per_hour"][kind]))
         for i, r in enumerate(rots):
             table = r["test"]["voices"]["test_0.5_fa_per_hour"][kind]

@@ -411,17 +411,20 @@ def breakdown(clip_results: list[dict], events: list[Event], hits: list[int], fa
     return per_accent, per_speaker
 
 
-def voice_breakdown(clips: list[EvalClip], events: list[Event], hits: list[int], sample_rate: int) -> dict:
-    """FRR by the speaker's pitch and the keyword's spoken length (``deploy.voice_bands``), and each keyword's traits.
+def voice_breakdown(clips: list[EvalClip], events: list[Event], hits: list[int], sample_rate: int, snr_db: float | None) -> dict:
+    """FRR by the speaker's pitch, the keyword's spoken length and its own SNR in the stream (``deploy.voice_bands``),
+    and each keyword's traits.
 
     Accent labels say where a speaker is from; these say what their voice
-    is like, which a session's labels do not (``deploy.advice`` asks for more
-    of the voices that are missed).
+    and recording are like, which a session's labels do not (``deploy.advice``
+    asks for more of the voices that are missed).
     """
+    from deploy.error_clips import keyword_snr
     from deploy.voice_bands import traits, voice_frr
 
     measured = {c.row.path: traits(c.audio, sample_rate) for c in clips if c.truth}
-    keywords = [{"path": e.path, "speaker": e.speaker, **measured[e.path], "missed": h == 0}
+    snr = keyword_snr(clips, snr_db) if snr_db is not None else {}
+    keywords = [{"path": e.path, "speaker": e.speaker, **measured[e.path], "snr_db": snr.get(e.path), "missed": h == 0}
                 for e, h in zip(events, hits) if e.is_keyword]
     return {**voice_frr([(k, k["missed"]) for k in keywords]), "keywords": keywords}
 
@@ -488,7 +491,7 @@ def evaluate(
     attributed = _attribute(fa_times, run.events)
     curve = det_curve(run, info, refractory_hops, info.smoothing)
     per_accent, per_speaker = breakdown(clip_results, run.events, hits, attributed)
-    voices = voice_breakdown(clips, run.events, hits, info.feature_config.sample_rate)
+    voices = voice_breakdown(clips, run.events, hits, info.feature_config.sample_rate, snr_db)
     errors = cut_errors(run, info, clips, clip_results, hits, snr_db=snr_db, top=top, context_s=context_s,
                         tolerance_after_s=TOLERANCE_AFTER_S, out_dir=out_dir)
     run.audio = None  # minutes of audio; nothing after this needs it

@@ -162,11 +162,14 @@ def _voice_section(report: dict) -> list[str]:
     v = report.get("per_voice")
     if not v or not v.get("keywords"):
         return []
-    lines = ["## Per voice", "", "FRR of the stream's keywords by the speaker's median pitch and by the spoken length of the "
-             "clip, both measured from the audio (labels cannot say what a voice is like).", ""]
+    from deploy.voice_bands import VOICE_KINDS
+
+    lines = ["## Per voice", "", "FRR of the stream's keywords by the speaker's median pitch, by the spoken length of the "
+             "clip and by the clip's own SNR in the stream (its recorded level against the noise bed), all measured from "
+             "the audio (labels cannot say what a voice is like).", ""]
     lines += _table(["band", "keywords", "FRR (95% CI)"],
                     [[f"{kind}: {band}", t["n"], _pct_ci(t["frr"], t["frr_ci"], t["n"])]
-                     for kind in ("pitch", "length") for band, t in v[kind].items()])
+                     for kind in VOICE_KINDS if kind in v for band, t in v[kind].items()])
     return lines + [""]
 
 

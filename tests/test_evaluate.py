@@ -86,7 +86,7 @@ def test_per_voice_bands_cover_every_keyword(evaluated):
     report, out = evaluated
     v, s = report["per_voice"], report["stream"]
     assert len(v["keywords"]) == s["n_keywords"] and sum(k["missed"] for k in v["keywords"]) == s["misses"]
-    for kind in ("pitch", "length"):
+    for kind in ("pitch", "length", "snr"):
         assert sum(t["n"] for t in v[kind].values()) == s["n_keywords"]
         assert sum(t["misses"] for t in v[kind].values()) == s["misses"]
     assert len(v["pitch"]) >= 2  # the tiny dataset's male and female espeak-ng variants

@@ -8,6 +8,7 @@ reaching the training dataset, and the keyword in the background text.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 from pathlib import Path
@@ -168,15 +169,17 @@ def test_piper_recipe_changes_only_the_piper_cache(tmp_path, monkeypatch):
 
 
 def test_voice_bands_of_a_saved_test_stream(tmp_path, keyword_model):
-    """The benchmark's FRR by pitch band, replayed from saved scores: the one keyword the scores fire on is the one hit."""
-    from deploy.benchmark_real import saved_test_run, voice_frr_at
+    """The benchmark's FRR by pitch and SNR band, replayed from saved scores: the one keyword the scores fire on is the one hit;
+    a clip recorded 20 dB quieter than the others meets the stream's noise at a lower SNR than its nominal 10 dB."""
+    from deploy.benchmark_real import keyword_traits, saved_test_run, voice_frr_at
     from deploy.modelfile import KwsModel
     from deploy.streams import Event
-    from deploy.voice_bands import pitch_band, traits
+    from deploy.voice_bands import pitch_band
 
     info = KwsModel(keyword_model).info
     files = check_wake_words(_fake_folder(tmp_path / "ww"))
-    clips = load_real_clips(files[KEYWORD], KEYWORD)  # tones at 200, 250 and 300 Hz
+    clips = load_real_clips(files[KEYWORD], KEYWORD)  # tones at 200, 250 and 300 Hz, all at one level
+    clips[0] = dataclasses.replace(clips[0], audio=0.1 * clips[0].audio)
     events = [Event(1.0 + 4 * i, 1.5 + 4 * i, KEYWORD, path=c.row.path) for i, c in enumerate(clips)]
     times = np.arange(0, 14, info.hop_s)
     scores = np.where((times > 5.2) & (times < 5.8), 0.99, 0.01)[:, None].astype(np.float32)  # only the second keyword
@@ -186,7 +189,9 @@ def test_voice_bands_of_a_saved_test_stream(tmp_path, keyword_model):
     (rot / "test_events.json").write_text(json.dumps([e.to_dict() for e in events]))
     run = saved_test_run(rot)
     assert run.duration_s == 14.0 and [e.path for e in run.events] == [c.row.path for c in clips]
-    measured = {c.row.path: traits(c.audio, 16000) for c in clips}
+    measured = keyword_traits(clips, 10.0)
+    # the mean power is (0.01 + 1 + 1) / 3 of a loud clip's: loud clips at 10 + 1.74 dB, the quiet one 20 dB below them
+    assert [measured[c.row.path]["snr_db"] for c in clips] == pytest.approx([-8.26, 11.74, 11.74], abs=0.05)
     voices = voice_frr_at(run, info, measured, {"at 0.5": 0.5, "unset": None})
     assert set(voices) == {"at 0.5"}
     bands = [pitch_band(measured[c.row.path]["pitch_hz"]) for c in clips]
@@ -197,6 +202,7 @@ def test_voice_bands_of_a_saved_test_stream(tmp_path, keyword_model):
         expected[band] = (n + 1, misses + (i != 1))
     assert {b: (t["n"], t["misses"]) for b, t in voices["at 0.5"]["pitch"].items()} == expected
     assert sum(t["n"] for t in voices["at 0.5"]["length"].values()) == 3
+    assert {b: (t["n"], t["misses"]) for b, t in voices["at 0.5"]["snr"].items()} == {"under 0 dB": (1, 1), "10-15 dB": (2, 1)}
 
 
 def test_high_band_share():

@@ -5,7 +5,7 @@ import pytest
 
 from deploy.advice import _voice_advice
 from deploy.stats import wilson_interval
-from deploy.voice_bands import frr_table, length_band, median_pitch_hz, pitch_band, spoken_seconds, traits, voice_frr
+from deploy.voice_bands import frr_table, length_band, median_pitch_hz, pitch_band, snr_band, spoken_seconds, traits, voice_frr
 
 RATE = 16000
 
@@ -46,6 +46,8 @@ def test_band_names_and_edges():
         "under 120 Hz", "120-165 Hz", "120-165 Hz", "165-220 Hz", "165-220 Hz", "220 Hz and over", "220 Hz and over"]
     assert [length_band(x) for x in (0.3, 0.6, 0.95, 1.4)] == ["under 0.6 s", "0.6-0.8 s", "0.8-1.0 s", "1.0 s and over"]
     assert pitch_band(float("nan")) == "unknown"
+    assert [snr_band(x) for x in (-6.0, 0.0, 4.9, 9.99, 10.0, 15.0, None)] == [
+        "under 0 dB", "0-5 dB", "0-5 dB", "5-10 dB", "10-15 dB", "15 dB and over", "unknown"]
 
 
 def test_frr_table_counts_orders_and_bounds():
@@ -60,6 +62,10 @@ def test_frr_table_counts_orders_and_bounds():
     assert both["pitch"]["under 120 Hz"]["misses"] == 1 and both["length"]["0.8-1.0 s"]["misses"] == 1
     assert list(voice_frr([({"pitch_hz": p, "spoken_s": 0.7}, False) for p in (300.0, 100.0, None, 150.0)])["pitch"]) == [
         "under 120 Hz", "120-165 Hz", "220 Hz and over", "unknown"]
+    assert "snr" not in both  # no SNR known (a clip test, or a stream without noise): no SNR table
+    snr = voice_frr([({"pitch_hz": 100.0, "spoken_s": 0.7, "snr_db": x}, x < 5) for x in (12.0, 3.0, -2.0, 3.5)])["snr"]
+    assert {b: (t["n"], t["misses"]) for b, t in snr.items()} == {"under 0 dB": (1, 1), "0-5 dB": (2, 2), "10-15 dB": (1, 0)}
+    assert list(snr) == ["under 0 dB", "0-5 dB", "10-15 dB"]
 
 
 def _report(miss_high: float, miss_low: float, n_speakers: int = 40, takes: int = 5, seed: int = 0) -> dict:
