@@ -13,16 +13,22 @@ FESTIVAL_PACKAGES := festival festvox-kallpc16k festvox-kdlpc16k festvox-czech-d
 	festvox-czech-ph festvox-italp16k festvox-itapc16k festvox-suopuhe-lj festvox-suopuhe-mv
 APT_PACKAGES := pulseaudio pulseaudio-utils libportaudio2 libasound2-plugins flite $(FESTIVAL_PACKAGES)
 
-.PHONY: setup system-deps demo test bench clean
+.PHONY: setup lock system-deps demo test bench clean
 
-$(BIN)/.installed: pyproject.toml
+# constraints.txt pins every other package: unpinned, a fresh install moved the demo's and the benchmark's figures.
+$(BIN)/.installed: pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet torch==$(TORCH_VERSION)
-	$(BIN)/python -m pip install --quiet -e '.[test]'
+	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[test]'
 	touch $@
 
 setup: $(BIN)/.installed
+
+# Rewrites constraints.txt from the venv (after changing a dependency in pyproject.toml).
+lock: setup
+	{ sed -n '1,2p' constraints.txt; $(BIN)/python -m pip freeze --exclude-editable | grep -v '^torch=='; } > constraints.txt.new
+	mv constraints.txt.new constraints.txt
 
 # Installs the system packages (audio, flite, festival) when they are missing and we may (root); otherwise says what is missing.
 system-deps:
