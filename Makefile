@@ -27,7 +27,7 @@ setup: $(BIN)/.installed
 
 # Rewrites constraints.txt from the venv (after changing a dependency in pyproject.toml).
 lock: setup
-	{ sed -n '1,2p' constraints.txt; $(BIN)/python -m pip freeze --exclude-editable | grep -v '^torch=='; } > constraints.txt.new
+	{ grep '^#' constraints.txt; $(BIN)/python -m pip freeze --exclude-editable | grep -v '^torch=='; } > constraints.txt.new
 	mv constraints.txt.new constraints.txt
 
 # Installs the system packages (audio, flite, festival) when they are missing and we may (root); otherwise says what is missing.

@@ -220,9 +220,12 @@ def clip_false_accepts(clip_results: list[dict], audio_by_path: dict[str, np.nda
     return out
 
 
-def cut_errors(run, info, clips, clip_results: list[dict], hits: list[int], *, snr_db: float, top: int,
+def cut_errors(run, info, clips, clip_results: list[dict], hits: list[int], *, snr: dict[str, float | None], top: int,
                context_s: float, tolerance_after_s: float, out_dir: Path) -> dict:
-    """Write every cut into ``out_dir / errors`` and return the report section describing them."""
+    """Write every cut into ``out_dir / errors`` and return the report section describing them.
+
+    ``snr``: each keyword clip's own SNR in the stream, by path (``keyword_snr``).
+    """
     check_options(top, context_s)
     if run.audio is None:
         raise ConfigError("the stream's audio was not kept (stream_pass(keep_audio=True)); cannot cut errors out of it")
@@ -231,7 +234,6 @@ def cut_errors(run, info, clips, clip_results: list[dict], hits: list[int], *, s
     clear(folder)
     rows_by_path = {c.row.path: c.row for c in clips}
     audio_by_path = {c.row.path: c.audio for c in clips}
-    snr = keyword_snr(clips, snr_db)
     fas, sources = stream_false_accepts(run, info, run.events, rows_by_path, top=top, context_s=context_s,
                                         tolerance_after_s=tolerance_after_s, out_dir=folder)
     peaks = peak_scores(run, info, run.events, tolerance_after_s)

@@ -51,7 +51,7 @@ import numpy as np
 from collect.manifest import NEGATIVE, NOISE, ClipRow, data_digest, read_dataset
 from deploy.advice import DEFAULT_CI_TARGET, accent_plan, advise, check_ci_target
 from deploy.detector import Detector, fire_indices, smooth
-from deploy.error_clips import DEFAULT_CONTEXT_S, DEFAULT_TOP, background_at, check_options, cut_errors
+from deploy.error_clips import DEFAULT_CONTEXT_S, DEFAULT_TOP, background_at, check_options, cut_errors, keyword_snr
 from deploy.mine import KIND as MINED_KIND
 from deploy.modelfile import KwsModel
 from deploy.stats import classification_metrics, confusion_matrix, rate_per_hour, wilson_interval
@@ -411,19 +411,18 @@ def breakdown(clip_results: list[dict], events: list[Event], hits: list[int], fa
     return per_accent, per_speaker
 
 
-def voice_breakdown(clips: list[EvalClip], events: list[Event], hits: list[int], sample_rate: int, snr_db: float | None) -> dict:
-    """FRR by the speaker's pitch, the keyword's spoken length and its own SNR in the stream (``deploy.voice_bands``),
-    and each keyword's traits.
+def voice_breakdown(clips: list[EvalClip], events: list[Event], hits: list[int], sample_rate: int,
+                    snr: dict[str, float | None]) -> dict:
+    """FRR by the speaker's pitch, the keyword's spoken length and its own SNR in the stream (``snr``, by path:
+    ``deploy.error_clips.keyword_snr``; ``deploy.voice_bands``), and each keyword's traits.
 
     Accent labels say where a speaker is from; these say what their voice
     and recording are like, which a session's labels do not (``deploy.advice``
     asks for more of the voices that are missed).
     """
-    from deploy.error_clips import keyword_snr
     from deploy.voice_bands import traits, voice_frr
 
     measured = {c.row.path: traits(c.audio, sample_rate) for c in clips if c.truth}
-    snr = keyword_snr(clips, snr_db) if snr_db is not None else {}
     keywords = [{"path": e.path, "speaker": e.speaker, **measured[e.path], "snr_db": snr.get(e.path), "missed": h == 0}
                 for e, h in zip(events, hits) if e.is_keyword]
     return {**voice_frr([(k, k["missed"]) for k in keywords]), "keywords": keywords}
@@ -491,8 +490,9 @@ def evaluate(
     attributed = _attribute(fa_times, run.events)
     curve = det_curve(run, info, refractory_hops, info.smoothing)
     per_accent, per_speaker = breakdown(clip_results, run.events, hits, attributed)
-    voices = voice_breakdown(clips, run.events, hits, info.feature_config.sample_rate, snr_db)
-    errors = cut_errors(run, info, clips, clip_results, hits, snr_db=snr_db, top=top, context_s=context_s,
+    snr = keyword_snr(clips, snr_db)  # each keyword's own SNR: for the voice bands and the error cuts
+    voices = voice_breakdown(clips, run.events, hits, info.feature_config.sample_rate, snr)
+    errors = cut_errors(run, info, clips, clip_results, hits, snr=snr, top=top, context_s=context_s,
                         tolerance_after_s=TOLERANCE_AFTER_S, out_dir=out_dir)
     run.audio = None  # minutes of audio; nothing after this needs it
     noise_results = [r for r in clip_results if r["label"] == NOISE]
