@@ -4,7 +4,7 @@ The benchmark's stream tells how many real "computer" clips a model misses,
 not why. These checks look at the clips one at a time, clean (no noise bed,
 no background), through the same exported model and detector
 (``deploy.evaluate.clip_pass``: each clip between silences, its peak smoothed
-score), and ask four questions of a finished run:
+score), and ask five questions of a finished run:
 
 - **Does the model know the clips at all?** The median peak score, and the
   recall at the threshold where 1% of the test-side real negative clips
@@ -22,6 +22,13 @@ score), and ask four questions of a finished run:
   say "com - pu - ter": the share still detected. This found that pauses,
   not slow speech, were what the synthetic-trained models missed
   (``augment.p_pause`` trains against it).
+- **Are quiet takes missed for their level, or for how they were said?**
+  Each clip under the test stream's pink noise bed, set as the stream sets
+  it (``snr_db`` below the clips' mean power, ``deploy.streams``), once at
+  its recorded level and once scaled to the mean power, so that every take
+  is heard at ``snr_db``; the same noise both times. Recall by each clip's
+  own SNR band as recorded (``deploy.voice_bands``): if the quiet bands
+  reach the loud bands' recall at equal level, their level was the cause.
 
 Thresholds are the run's own: the report's 0.5 FA/h operating point on the
 test stream, or the calibrated threshold when no threshold met 0.5 FA/h.
@@ -44,6 +51,9 @@ LOW_SCORE = 0.05  # a clip peaking below this is one the model does not know at 
 HIGH_HZ = 4000.0
 PAUSES_S = (0.06, 0.12, 0.2)  # silence inserted at each of a detected clip's two deepest syllable dips
 PAUSED_DIPS = 2
+NOISE = "pink"  # the test stream's noise bed (deploy.streams.build_stream's default)
+NOISE_PAD_S = 1.0  # noise heard before and after each clip
+NOISE_SEED = 0  # the same noise for the clips as recorded and at equal level
 
 
 def high_band_share(audio: np.ndarray, sample_rate: int, above_hz: float = HIGH_HZ) -> float:
@@ -62,8 +72,60 @@ def _median(values: list[float]) -> float | None:
     return round(float(np.median(values)), 4) if values else None
 
 
-def probe_model(model, keywords: list, negatives: list, threshold: float, progress: bool = True) -> dict:
-    """The three checks for one model; ``keywords`` and ``negatives`` are ``EvalClip``s, ``threshold`` the run's operating threshold."""
+def under_stream_noise(clips: list[np.ndarray], snr_db: float, sample_rate: int, equal_level: bool = False,
+                       seed: int = NOISE_SEED) -> list[np.ndarray]:
+    """Each clip with ``NOISE_PAD_S`` on both sides, under noise ``snr_db`` below the clips' mean (trimmed) power.
+
+    That is the level the test stream gives its noise bed, while each clip
+    keeps its recorded level (``deploy.streams.build_stream``). With
+    ``equal_level`` each clip is first scaled to the mean power, so every take
+    is heard at ``snr_db``.
+    """
+    from deploy.streams import make_noise, speech_power, trim_silence
+
+    rng = np.random.default_rng(seed)
+    trimmed = [trim_silence(c) for c in clips]
+    mean = speech_power(trimmed)
+    pad = np.zeros(int(round(NOISE_PAD_S * sample_rate)), np.float32)
+    out = []
+    for audio, part in zip(clips, trimmed):
+        power = speech_power([part])
+        if equal_level and power > 0:
+            audio = audio * np.float32(np.sqrt(mean / power))
+        x = np.concatenate([pad, audio, pad])
+        x = x + make_noise(NOISE, len(x), rng) * np.float32(np.sqrt(mean / 10 ** (snr_db / 10)))
+        out.append(np.clip(x, -1.0, 1.0).astype(np.float32))
+    return out
+
+
+def level_check(model, keywords: list, threshold: float, snr_db: float, progress: bool = True) -> dict:
+    """Recall by own-SNR band under the stream's noise, as recorded and at equal level (the fifth question)."""
+    from deploy.error_clips import keyword_snr
+    from deploy.evaluate import EvalClip, clip_pass
+    from deploy.voice_bands import SNR_LABELS, snr_band
+
+    rate = model.info.feature_config.sample_rate
+    own = keyword_snr(keywords, snr_db)
+    bands = [snr_band(own[c.row.path]) if own.get(c.row.path) is not None else None for c in keywords]
+    recall = {}
+    for name, equal in (("as recorded", False), ("at equal level", True)):
+        noisy = under_stream_noise([c.audio for c in keywords], snr_db, rate, equal_level=equal)
+        recall[name] = np.array([r["max_score"] for r in clip_pass(
+            model, [EvalClip(c.row, a, c.truth) for c, a in zip(keywords, noisy)], progress)]) >= threshold
+    out = {}
+    for label in [*SNR_LABELS, "all"]:
+        idx = [i for i, b in enumerate(bands) if label in (b, "all")]
+        if idx:
+            out[label] = {"n": len(idx), **{k: round(float(np.mean(v[idx])), 4) for k, v in recall.items()}}
+    return {"snr_db": snr_db, "noise": NOISE, "recall_by_own_snr": out}
+
+
+def probe_model(model, keywords: list, negatives: list, threshold: float, progress: bool = True,
+                snr_db: float | None = None) -> dict:
+    """The checks for one model; ``keywords`` and ``negatives`` are ``EvalClip``s, ``threshold`` the run's operating threshold.
+
+    ``snr_db`` (the run's stream SNR) adds the level check; None leaves it out.
+    """
     import librosa
 
     from deploy.evaluate import EvalClip, clip_pass
@@ -97,6 +159,7 @@ def probe_model(model, keywords: list, negatives: list, threshold: float, progre
         "paused_detected_clips": {"n": len(detected), "recall_at_threshold": paused},
         "high_band_share": {"above_hz": HIGH_HZ, "n_low": len(low), "n_detected": len(hit),
                             f"median_scoring_below_{LOW_SCORE:g}": _median(low), "median_detected": _median(hit)},
+        **({"in_stream_noise": level_check(model, keywords, threshold, snr_db, progress)} if snr_db is not None else {}),
     }
 
 
@@ -125,7 +188,15 @@ def probe_markdown(name: str, probes: dict[str, dict]) -> str:
         (f"energy share above {HIGH_HZ:g} Hz, detected clips (median)", lambda p: p["high_band_share"]["median_detected"]),
     ]
     rots = sorted(probes)
-    lines = [f"# Clip probe: {name}", "", "Each real keyword clip streamed alone, clean (`deploy/clip_probe.py`).", "",
+    noise = [probes[r]["in_stream_noise"] for r in rots if "in_stream_noise" in probes[r]]
+    if noise:
+        bands = [b for b in noise[0]["recall_by_own_snr"] if all(b in n["recall_by_own_snr"] for n in noise)]
+        rows += [(f"under the stream's {noise[0]['noise']} noise at {noise[0]['snr_db']:g} dB, "
+                  f"{'all clips' if band == 'all' else 'own SNR ' + band}: recall as recorded / at equal level",
+                  lambda p, b=band: "{as recorded} / {at equal level} (n={n})".format(**p["in_stream_noise"]["recall_by_own_snr"][b]))
+                 for band in bands]
+    lines = [f"# Clip probe: {name}", "", "Each real keyword clip streamed alone, clean unless the row says otherwise "
+             "(`deploy/clip_probe.py`).", "",
              "| check | " + " | ".join(f"rotation {r}" for r in rots) + " |", "|---|" + "---|" * len(rots)]
     lines += [f"| {label} | " + " | ".join(str(get(probes[r])) for r in rots) + " |" for label, get in rows]
     counts = ", ".join(f"{r}: {probes[r]['long_clips']['n']} long clips, {probes[r]['high_band_share']['n_low']} below "
@@ -135,13 +206,14 @@ def probe_markdown(name: str, probes: dict[str, dict]) -> str:
 
 def probe_run(out: str | Path, wake_words: str | Path, progress: bool = True) -> dict:
     """Run the checks on every rotation of a finished benchmark output folder; writes ``clip_probe.{json,md}`` there."""
-    from deploy.benchmark_real import KEYWORD, ROTATIONS, check_wake_words, finished_report, load_real_clips
+    from deploy.benchmark_real import KEYWORD, ROTATIONS, BenchConfig, check_wake_words, finished_report, load_real_clips
     from deploy.modelfile import KwsModel
 
     out = Path(out)
     report = finished_report(out, "--clip-probe")
     files = check_wake_words(wake_words)
     keywords = load_real_clips(files[KEYWORD], KEYWORD)
+    snr_db = report.get("config", {}).get("snr_db", BenchConfig().snr_db)
     probes = {}
     for r in report["rotations"]:
         rot = r["rotation"]
@@ -151,7 +223,7 @@ def probe_run(out: str | Path, wake_words: str | Path, progress: bool = True) ->
         if threshold is None:
             threshold, source = r["calibration"]["threshold"], "calibrated (no threshold met 0.5 FA/h on the test stream)"
         model = KwsModel(out / f"rotation-{rot}" / "model.onnx")
-        probes[rot] = {"threshold_from": source, **probe_model(model, keywords, negatives, threshold, progress)}
+        probes[rot] = {"threshold_from": source, **probe_model(model, keywords, negatives, threshold, progress, snr_db)}
     (out / "clip_probe.json").write_text(json.dumps(probes, indent=2) + "\n")
     (out / "clip_probe.md").write_text(probe_markdown(out.name, probes))
     return probes

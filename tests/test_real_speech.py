@@ -214,12 +214,40 @@ def test_high_band_share():
     assert high_band_share(np.zeros(100), 16000) == 0.0
 
 
+def test_under_stream_noise_sets_the_streams_noise_level_and_equal_levels():
+    """The noise sits snr_db below the clips' mean trimmed power; at equal level every clip has that mean power."""
+    from deploy.clip_probe import NOISE_PAD_S, under_stream_noise
+
+    rng = np.random.default_rng(3)
+    loud = (0.3 * rng.standard_normal(8000)).astype(np.float32)
+    quiet = (0.03 * rng.standard_normal(8000)).astype(np.float32)  # 20 dB below
+    mean = (0.3 ** 2 + 0.03 ** 2) / 2
+    pad = int(NOISE_PAD_S * 16000)
+    for equal in (False, True):
+        out = under_stream_noise([loud, quiet], 10.0, 16000, equal_level=equal)
+        assert [len(x) for x in out] == [8000 + 2 * pad] * 2
+        for x in out:
+            assert np.mean(x[:pad] ** 2) == pytest.approx(mean / 10, rel=0.1)  # the bed, 10 dB below the mean power
+        clip_power = [np.mean(x[pad:-pad] ** 2) - mean / 10 for x in out]
+        if equal:
+            assert clip_power == pytest.approx([mean, mean], rel=0.1)
+        else:
+            assert clip_power == pytest.approx([0.3 ** 2, 0.03 ** 2], rel=0.1)
+    again = under_stream_noise([loud, quiet], 10.0, 16000)
+    first = under_stream_noise([loud, quiet], 10.0, 16000)
+    assert all(np.array_equal(a, b) for a, b in zip(again, first))  # the same noise each time
+
+
 def test_clip_probe_of_a_finished_run(tmp_path, tiny_dataset, keyword_model):
     """The per-clip checks on a run folder: recalls follow the clips' own peak scores; long clips are found and compressed."""
     import librosa
 
-    from deploy.clip_probe import LONG_S, paused_at_dips, probe_run
+    from collections import Counter
+
     from deploy.benchmark_real import ensemble_benchmark
+    from deploy.clip_probe import LONG_S, paused_at_dips, probe_run, under_stream_noise
+    from deploy.error_clips import keyword_snr
+    from deploy.voice_bands import snr_band
     from deploy.evaluate import EvalClip, clip_pass
     from deploy.modelfile import KwsModel
     from deploy.voice_bands import spoken_seconds
@@ -263,8 +291,20 @@ def test_clip_probe_of_a_finished_run(tmp_path, tiny_dataset, keyword_model):
     paused_peaks = np.array([r["max_score"] for r in clip_pass(KwsModel(keyword_model), [
         EvalClip(keywords[i].row, a, 1) for i, a in zip(detected, paused)], progress=False)])
     assert pauses["recall_at_threshold"]["pauses of 0.2 s"] == pytest.approx(np.mean(paused_peaks >= 0.5), abs=1e-4)
+    noise = probe["in_stream_noise"]
+    assert noise["snr_db"] == 10.0 and noise["noise"] == "pink"  # the benchmark's default: the report holds no config
+    by_band = noise["recall_by_own_snr"]
+    own = keyword_snr(keywords, 10.0)
+    assert {b: t["n"] for b, t in by_band.items() if b != "all"} == dict(Counter(snr_band(v) for v in own.values()))
+    assert by_band["all"]["n"] == 8
+    for equal, key in ((False, "as recorded"), (True, "at equal level")):
+        noisy = under_stream_noise([c.audio for c in keywords], 10.0, 16000, equal_level=equal)
+        noisy_peaks = np.array([r["max_score"] for r in clip_pass(KwsModel(keyword_model), [
+            EvalClip(c.row, a, 1) for c, a in zip(keywords, noisy)], progress=False)])
+        assert by_band["all"][key] == pytest.approx(np.mean(noisy_peaks >= 0.5), abs=1e-4)
     md = (out / "clip_probe.md").read_text()
     assert "rotation A" in md and f"{probe['median_peak']}" in md and "pauses of 0.2 s: still detected" in md
+    assert "10 dB, all clips: recall as recorded / at equal level" in md
 
 
 def test_real_negatives_setting_is_checked():
