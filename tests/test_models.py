@@ -173,9 +173,38 @@ def test_cmn_removes_a_fixed_channel(name):
             build_model("dscnn", n_mfcc=N_MFCC, n_labels=2, **bad)
 
 
-@pytest.mark.parametrize("pool,cmn", [("max", False), ("logit_max", False), ("avg", True)])  # plain "avg" is held to it by the pipeline test
-def test_checkpoint_and_onnx_parity(pool, cmn, tiny_dataset, tmp_path):
-    """The other pooling variants and ``cmn`` survive the checkpoint round trip and ONNX export within the export tolerance on real MFCC windows."""
+def test_denoise_subtracts_the_windows_steady_noise():
+    """A steady noise in every mel band ends 10 dB lower (the floor); a burst 30 dB above it keeps its level; the MFCC stays the features' DCT."""
+    from features.mfcc import dct_matrix
+    from train.models import NOISE_FLOOR, WindowNoiseSubtraction, model_args_for
+
+    basis = torch.from_numpy(dct_matrix(N_MFCC, 40)).float()  # (n_mfcc, n_mels)
+    log_mel = torch.zeros(1, FRAMES, 40)  # 0 dB of noise in every band and frame
+    log_mel[:, 30:60] = 30.0  # a burst, 30 dB above it, in 30 of the frames
+    out = WindowNoiseSubtraction(N_MFCC, 40)(log_mel @ basis.T) @ basis  # back to mel bands, dB
+    assert torch.allclose(out[:, :30], torch.full_like(out[:, :30], 10 * np.log10(NOISE_FLOOR)), atol=1e-3)
+    assert torch.allclose(out[:, 30:60], torch.full_like(out[:, 30:60], 10 * np.log10(1000 - 1)), atol=1e-3)
+    model = build_model("dscnn", n_mfcc=N_MFCC, n_labels=2, denoise=True, n_mels=40).eval()
+    plain = build_model("dscnn", n_mfcc=N_MFCC, n_labels=2).eval()
+    assert model.state_dict().keys() == plain.state_dict().keys()  # no weights of its own: checkpoints keep their layout
+    assert model_args_for({"denoise": True, "n_mels": 64}, N_MFCC, 40, 2) == {"n_mfcc": N_MFCC, "n_labels": 2, "denoise": True, "n_mels": 40}
+    assert model_args_for({"cmn": True}, N_MFCC, 40, 2) == {"n_mfcc": N_MFCC, "n_labels": 2, "cmn": True}
+    for bad, match in (({"denoise": 1, "n_mels": 40}, "denoise must be true or false"),
+                       ({"denoise": True, "n_mels": 40, "padding": "valid"}, "cannot use denoise"),
+                       ({"denoise": True}, "denoise needs 0 < n_mfcc <= n_mels")):
+        with pytest.raises(ConfigError, match=match):
+            build_model("dscnn", n_mfcc=N_MFCC, n_labels=2, **bad)
+
+
+def test_denoise_in_a_train_config_gets_the_features_mel_bands():
+    """``model_args: {"denoise": true}`` passes the config check: the feature config supplies n_mels."""
+    cfg = TrainConfig.from_dict({"model": "dscnn", "model_args": {"denoise": True, "channels": 8, "n_blocks": 1}})
+    assert cfg.model_args == {"denoise": True, "channels": 8, "n_blocks": 1}
+
+
+@pytest.mark.parametrize("pool,cmn,denoise", [("max", False, False), ("logit_max", False, False), ("avg", True, False), ("max", False, True)])
+def test_checkpoint_and_onnx_parity(pool, cmn, denoise, tiny_dataset, tmp_path):
+    """The other pooling variants, ``cmn`` and ``denoise`` survive the checkpoint round trip and ONNX export within the export tolerance on real MFCC windows."""
     import onnxruntime as ort
 
     from features.config import FeatureConfig
@@ -186,7 +215,8 @@ def test_checkpoint_and_onnx_parity(pool, cmn, tiny_dataset, tmp_path):
                                               "window_samples": window_samples}, None, limit=32))
     assert windows.shape[1:] == (FRAMES, N_MFCC)
     torch.manual_seed(1)
-    args = {"n_mfcc": N_MFCC, "n_labels": 2, "channels": [16, 20, 28, 40], "pool": pool, "cmn": cmn}
+    args = {"n_mfcc": N_MFCC, "n_labels": 2, "channels": [16, 20, 28, 40], "pool": pool, "cmn": cmn,
+            **({"denoise": True, "n_mels": cfg.n_mels} if denoise else {})}
     model = settle_batch_norm(build_model("tcresnet", **args), windows)
     save_checkpoint(tmp_path / "best.pt", model, model_name="tcresnet", model_args=args, labels=["negative", "computer"],
                     feature_config=cfg, window_samples=window_samples, window_frames=FRAMES, train_config={}, data_digest="0" * 64,

@@ -17,7 +17,7 @@ from pathlib import Path
 from features.augment import AugmentConfig
 from features.config import FeatureConfig, check_keys, read_json_file
 from features.errors import ConfigError, first_line
-from train.models import MODELS, build_model
+from train.models import MODELS, build_model, model_args_for
 
 CLASS_BALANCE = ("loss", "sampler", "none")  # class-weighted loss, balanced sampling, or neither
 MONITORS = ("val_loss", "val_f1")  # what early stopping and the best checkpoint follow
@@ -185,7 +185,7 @@ def _check_model_args(cfg: TrainConfig, fcfg: FeatureConfig) -> None:
 
     frames = fcfg.n_frames(int(cfg.window_s * fcfg.sample_rate))
     try:
-        model = build_model(cfg.model, n_mfcc=fcfg.n_mfcc, n_labels=2, **cfg.model_args)
+        model = build_model(cfg.model, **model_args_for(cfg.model_args, fcfg.n_mfcc, fcfg.n_mels, 2))
         with torch.no_grad():
             model.eval()(torch.zeros(1, frames, fcfg.n_mfcc))
     except ConfigError as exc:

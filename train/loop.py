@@ -61,7 +61,7 @@ from train.checkpoint import save_checkpoint
 from train.config import TrainConfig
 from train.dataset import Clip, WindowMaker, check_classes, load_clips
 from train.metrics import classification_metrics, per_accent
-from train.models import build_model, count_parameters
+from train.models import build_model, count_parameters, model_args_for
 from train.splits import SPLITS, assign_splits, speakers_by_split
 
 log = logging.getLogger("kws")
@@ -125,7 +125,7 @@ def train(dataset_dir: str | Path, config: TrainConfig, out_dir: str | Path, pro
         (out_dir / stale).unlink(missing_ok=True)
     maker = WindowMaker(fcfg, config.window_s, config.augment, config.seed,
                         noise_clips=[c.audio for c in split_clips["train"] if c.row.label == NOISE], progress=progress)
-    model_args = {"n_mfcc": fcfg.n_mfcc, "n_labels": len(labels), **config.model_args}
+    model_args = model_args_for(config.model_args, fcfg.n_mfcc, fcfg.n_mels, len(labels))
     splits = speakers_by_split(assignment)
     write_json(out_dir / "config.json", _run_config(config, fcfg, maker, labels, model_args, dataset_dir))
     write_json(out_dir / "data.json", _data_report(dataset_dir, digest, labels, split_clips, splits, skipped, bad_lines))

@@ -34,10 +34,55 @@ def _check_pool(pool: str, model: str) -> str:
     return pool
 
 
-def _check_cmn(cmn, model: str) -> bool:
-    if not isinstance(cmn, bool):
-        raise ConfigError(f"{model} cmn must be true or false, got {cmn!r}")
-    return cmn
+def _check_flag(value, model: str, name: str) -> bool:
+    if not isinstance(value, bool):
+        raise ConfigError(f"{model} {name} must be true or false, got {value!r}")
+    return value
+
+
+NOISE_RANK = 0.2  # the noise estimate of a band: its level in the window's 20% quietest frame
+NOISE_FLOOR = 0.1  # what subtraction leaves at least: a tenth of the noise power (-10 dB), so the log stays finite
+
+
+def model_args_for(model_args: dict, n_mfcc: int, n_mels: int, n_labels: int) -> dict:
+    """The arguments ``build_model`` gets from a run: the config's ``model_args`` plus the feature sizes the model needs.
+
+    ``n_mels`` is added only for ``denoise``, which goes back from the MFCC
+    to mel bands; other models' stored arguments stay as they were.
+    """
+    return {"n_mfcc": n_mfcc, "n_labels": n_labels, **model_args, **({"n_mels": n_mels} if model_args.get("denoise") else {})}
+
+
+class WindowNoiseSubtraction(nn.Module):
+    """Spectral subtraction of the window's stationary noise, done on the MFCC input: ``(batch, frames, n_mfcc)`` in and out.
+
+    A quiet take under a steady noise (a fan, a hum, the benchmark's pink
+    bed) loses its weaker bands to the noise, which a log compresses into
+    the word's own features. Per mel band, the window's ``NOISE_RANK``
+    quietest frame estimates the noise power, which is subtracted from every
+    frame, leaving at least ``NOISE_FLOOR`` of it (Berouti et al., 1979).
+    The mel bands are the MFCC's cepstrally smoothed log-mel envelope (the
+    transposed orthonormal DCT of ``features.mfcc``), and the result goes back
+    through the same DCT. A 1 s window around a keyword holds enough frames
+    without speech for the estimate. Like ``cmn`` it lives in the network, so
+    training, the exported graph and the detector compute it the same way,
+    and the window (not the stream's history) is all it sees.
+    """
+
+    def __init__(self, n_mfcc: int, n_mels: int):
+        super().__init__()
+        from features.mfcc import dct_matrix
+
+        if not 0 < n_mfcc <= n_mels:
+            raise ConfigError(f"denoise needs 0 < n_mfcc <= n_mels, got n_mfcc {n_mfcc}, n_mels {n_mels}")
+        self.register_buffer("basis", torch.from_numpy(dct_matrix(n_mfcc, n_mels)).float(), persistent=False)  # (n_mfcc, n_mels)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        power = torch.pow(10.0, (x @ self.basis) / 10.0)  # (batch, frames, n_mels); the MFCC is the DCT of 10 log10 mel power
+        k = max(1, int(NOISE_RANK * x.shape[1]))
+        noise = torch.topk(power, k, dim=1, largest=False).values[:, -1:]  # (batch, 1, n_mels)
+        clean = torch.maximum(power - noise, NOISE_FLOOR * noise)
+        return (10.0 * torch.log10(clean)) @ self.basis.T
 
 
 def remove_window_mean(x: torch.Tensor) -> torch.Tensor:
@@ -118,16 +163,22 @@ class DSCNN(nn.Module):
     (2) must divide the detector's hop.
 
     ``cmn=True`` subtracts the window's mean MFCC first (``remove_window_mean``);
-    not with ``padding="valid"``, whose positions must not depend on later frames.
+    ``denoise=True`` subtracts the window's steady noise before that
+    (``WindowNoiseSubtraction``; ``n_mels`` is the features'). Neither with
+    ``padding="valid"``, whose positions must not depend on later frames.
     """
 
     def __init__(self, n_mfcc: int, n_labels: int, channels: int = 64, n_blocks: int = 4, kernel: int = 9, dropout: float = 0.1,
-                 pool: str = "max", padding: str = "same", dilations: list[int] | tuple[int, ...] | None = None, cmn: bool = False):
+                 pool: str = "max", padding: str = "same", dilations: list[int] | tuple[int, ...] | None = None, cmn: bool = False,
+                 denoise: bool = False, n_mels: int = 0):
         super().__init__()
         self.pool = _check_pool(pool, "dscnn")
-        self.cmn = _check_cmn(cmn, "dscnn")
-        if cmn and padding == "valid":
-            raise ConfigError("a valid-padding (streaming) dscnn cannot use cmn: the window mean would change every position it has already computed")
+        self.cmn = _check_flag(cmn, "dscnn", "cmn")
+        self.denoise = WindowNoiseSubtraction(n_mfcc, n_mels) if _check_flag(denoise, "dscnn", "denoise") else None
+        for name, on in (("cmn", cmn), ("denoise", denoise)):
+            if on and padding == "valid":
+                raise ConfigError(f"a valid-padding (streaming) dscnn cannot use {name}: the window's statistics would change "
+                                  "every position it has already computed")
         if padding not in PADDINGS:
             raise ConfigError(f"dscnn padding must be one of {', '.join(PADDINGS)}, got {padding!r}")
         dilations = [2 ** min(i, 2) for i in range(n_blocks)] if dilations is None else [int(d) for d in dilations]
@@ -159,6 +210,8 @@ class DSCNN(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.padding == "valid" and self.positions(x.shape[1]) < 1:
             raise ConfigError(f"a window of {x.shape[1]} frames is shorter than this valid-padding dscnn's receptive field ({self.receptive_field()} frames)")
+        if self.denoise is not None:
+            x = self.denoise(x)
         if self.cmn:
             x = remove_window_mean(x)
         x = self.input_norm(x.transpose(1, 2))  # (batch, n_mfcc, frames)
@@ -310,11 +363,13 @@ class TCResNet(nn.Module):
       its most keyword-like position. With one keyword, the window's keyword
       probability is the largest of the positions' probabilities.
 
-    ``cmn=True`` subtracts the window's mean MFCC first (``remove_window_mean``).
+    ``cmn=True`` subtracts the window's mean MFCC first (``remove_window_mean``);
+    ``denoise=True`` subtracts the window's steady noise before that (``WindowNoiseSubtraction``).
     """
 
     def __init__(self, n_mfcc: int, n_labels: int, channels: list[int] | tuple[int, ...] = (16, 24, 32, 48), kernel: int = 9,
-                 first_kernel: int = 3, dropout: float = 0.1, pool: str = "avg", cmn: bool = False):
+                 first_kernel: int = 3, dropout: float = 0.1, pool: str = "avg", cmn: bool = False, denoise: bool = False,
+                 n_mels: int = 0):
         super().__init__()
         channels = [int(c) for c in channels]
         if len(channels) < 2 or min(channels) < 1:
@@ -322,7 +377,8 @@ class TCResNet(nn.Module):
         if kernel < 1 or kernel % 2 == 0 or first_kernel < 1 or first_kernel % 2 == 0:
             raise ConfigError(f"tcresnet kernels must be odd and positive (same padding), got {kernel} and {first_kernel}")
         self.pool = _check_pool(pool, "tcresnet")
-        self.cmn = _check_cmn(cmn, "tcresnet")
+        self.cmn = _check_flag(cmn, "tcresnet", "cmn")
+        self.denoise = WindowNoiseSubtraction(n_mfcc, n_mels) if _check_flag(denoise, "tcresnet", "denoise") else None
         self.input_norm = nn.BatchNorm1d(n_mfcc)  # learned per-coefficient normalisation (MFCC values span about +-600)
         self.stem = nn.Sequential(
             nn.Conv1d(n_mfcc, channels[0], first_kernel, padding=(first_kernel - 1) // 2, bias=False),
@@ -334,6 +390,8 @@ class TCResNet(nn.Module):
         self.head = nn.Linear(channels[-1], n_labels)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.denoise is not None:
+            x = self.denoise(x)
         if self.cmn:
             x = remove_window_mean(x)
         x = self.blocks(self.stem(self.input_norm(x.transpose(1, 2))))  # (batch, channels, positions)
