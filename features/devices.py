@@ -10,19 +10,66 @@ can start a sound server first.
 from __future__ import annotations
 
 import atexit
+import os
 import threading
 from dataclasses import dataclass
 
 from features.errors import DeviceError
 
 
-def sounddevice():
-    """Import sounddevice, turning a missing PortAudio library into a ``DeviceError``."""
+START_S = 10.0  # PortAudio's start (it lists the devices, asking the sound server) may take this long
+_started: dict = {}  # "module": sounddevice once PortAudio started; "hung": the error of a start that did not finish
+
+
+def sounddevice(timeout_s: float = START_S):
+    """Import sounddevice, which starts PortAudio, on a helper thread; a ``DeviceError`` if that fails or hangs.
+
+    Why a helper thread: starting PortAudio lists the devices, and its ALSA
+    ``pulse`` device asks the sound server. With a server that has stopped
+    answering, that took 120 s here (libpulse's request timeouts) and then
+    reported no devices at all, so ``kws listen`` or ``kws record`` said
+    "no audio input device found" two minutes later. Bounded, they name the
+    hung server in ``timeout_s`` (normally the start takes 0.2 s). The
+    thread left behind stays blocked; it is a daemon, and sounddevice's exit
+    handler is never registered because its import never finished; the
+    standard error it silences while PortAudio starts is given back. Later
+    calls get the same error at once: the half-imported module left in
+    ``sys.modules`` must never be used.
+    """
+    if "hung" in _started:
+        raise DeviceError(_started["hung"])
+    if "module" in _started:
+        return _started["module"]
+    done = threading.Event()
+    result: dict = {}
+
+    def start() -> None:
+        try:
+            import sounddevice as sd
+
+            result["module"] = sd
+        except BaseException as exc:  # handed to the caller's thread below
+            result["error"] = exc
+        finally:
+            done.set()
+
+    stderr = os.dup(2)  # sounddevice points file descriptor 2 at /dev/null while PortAudio starts
     try:
-        import sounddevice as sd
-    except OSError as exc:  # sounddevice raises OSError when libportaudio is missing
-        raise DeviceError(f"cannot use audio devices: PortAudio is not available ({exc})") from None
-    return sd
+        threading.Thread(target=start, name="kws-start-portaudio", daemon=True).start()
+        if not done.wait(timeout_s):
+            os.dup2(stderr, 2)  # or the error below would never be seen
+            _started["hung"] = (f"the sound system did not answer within {timeout_s:g} s while PortAudio listed the audio "
+                                "devices (is the sound server, such as PulseAudio or PipeWire, hung? restart it and try again)")
+            raise DeviceError(_started["hung"])
+    finally:
+        os.close(stderr)
+    error = result.get("error")
+    if isinstance(error, OSError):  # sounddevice raises OSError when libportaudio is missing
+        raise DeviceError(f"cannot use audio devices: PortAudio is not available ({error})") from None
+    if error is not None:
+        raise error
+    _started["module"] = result["module"]
+    return result["module"]
 
 
 CLOSE_S = 5.0  # closing a stream may take this long before its device is given up as hung

@@ -226,6 +226,29 @@ def test_kws_listen_exits_when_the_sound_server_freezes(pulse_server, keyword_mo
 
 
 @pytest.mark.audio
+def test_kws_listen_on_a_sound_server_frozen_before_it_starts(pulse_server, keyword_model):
+    """A server that had already stopped answering: ``kws listen`` names it and exits 2, instead of a wrong reason late.
+
+    Starting PortAudio asks the server for its devices; unbounded, that took
+    120 s and then found none, so the listener blamed a missing microphone.
+    The subprocess timeout bounds a hang; it is not a timing assertion.
+    """
+    import signal
+
+    other = start_server()
+    other.process.send_signal(signal.SIGSTOP)
+    try:
+        out = subprocess.run(kws_command("listen") + ["listen", str(keyword_model), "--device", ALSA_DEVICE],
+                             env={**os.environ, **other.env}, capture_output=True, text=True, timeout=90)
+    finally:
+        other.process.send_signal(signal.SIGCONT)
+        stop_server(other)
+    assert out.returncode == 2 and "Traceback" not in out.stderr, out.stderr
+    last = out.stderr.strip().splitlines()[-1]
+    assert last.startswith("kws: error: the sound system did not answer within 10 s") and "hung" in last, last
+
+
+@pytest.mark.audio
 def test_kws_devices_lists_the_pulse_device(pulse_server):
     cmd = [sys.executable, "-c", "import deploy.cli.devices; from deploy.cli import main; main()", "devices"]
     out = subprocess.run(cmd, capture_output=True, text=True, timeout=60)
