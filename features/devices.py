@@ -21,7 +21,7 @@ START_S = 10.0  # PortAudio's start (it lists the devices, asking the sound serv
 _started: dict = {}  # "module": sounddevice once PortAudio started; "hung": the error of a start that did not finish
 
 
-def sounddevice(timeout_s: float = START_S):
+def sounddevice():
     """Import sounddevice, which starts PortAudio, on a helper thread; a ``DeviceError`` if that fails or hangs.
 
     Why a helper thread: starting PortAudio lists the devices, and its ALSA
@@ -29,7 +29,7 @@ def sounddevice(timeout_s: float = START_S):
     answering, that took 120 s here (libpulse's request timeouts) and then
     reported no devices at all, so ``kws listen`` or ``kws record`` said
     "no audio input device found" two minutes later. Bounded, they name the
-    hung server in ``timeout_s`` (normally the start takes 0.2 s). The
+    hung server within ``START_S`` (normally the start takes 0.2 s). The
     thread left behind stays blocked; it is a daemon, and sounddevice's exit
     handler is never registered because its import never finished; the
     standard error it silences while PortAudio starts is given back. Later
@@ -56,9 +56,9 @@ def sounddevice(timeout_s: float = START_S):
     stderr = os.dup(2)  # sounddevice points file descriptor 2 at /dev/null while PortAudio starts
     try:
         threading.Thread(target=start, name="kws-start-portaudio", daemon=True).start()
-        if not done.wait(timeout_s):
+        if not done.wait(START_S):
             os.dup2(stderr, 2)  # or the error below would never be seen
-            _started["hung"] = (f"the sound system did not answer within {timeout_s:g} s while PortAudio listed the audio "
+            _started["hung"] = (f"the sound system did not answer within {START_S:g} s while PortAudio listed the audio "
                                 "devices (is the sound server, such as PulseAudio or PipeWire, hung? restart it and try again)")
             raise DeviceError(_started["hung"])
     finally:
