@@ -866,7 +866,8 @@ def prepare_data(out_root: Path, cfg: BenchConfig, progress: bool) -> dict:
 
     The cache is locked while this runs: two benchmarks started together
     would otherwise both synthesise into one folder, each appending its rows
-    to the same manifest. The second waits, then finds the data made.
+    to the same manifest. The second waits, then finds the data made. The
+    numba functions of pitch tracking are compiled under the same lock.
     """
     import fcntl
 
@@ -882,6 +883,9 @@ def prepare_data(out_root: Path, cfg: BenchConfig, progress: bool) -> dict:
                 "read_aloud": str(read_aloud(cache, cfg, progress))}
         if cfg.mining:
             data["train_read_aloud"] = str(read_aloud(cache, cfg, progress, training_side=True))
+        from deploy.voice_bands import warm_pitch_cache
+
+        warm_pitch_cache()  # under the lock, before any rotation process: see its docstring
     return data
 
 

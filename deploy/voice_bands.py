@@ -59,6 +59,19 @@ def median_pitch_hz(audio: np.ndarray, sample_rate: int) -> float:
     return float(np.median(f0[:n][loud]))
 
 
+def warm_pitch_cache(sample_rate: int = 16000) -> float:
+    """Compile (or load) librosa's cached numba functions behind ``median_pitch_hz`` once, in this process.
+
+    Why: librosa caches its numba gufuncs on disk, and two processes that
+    compile one at the same moment can leave a cache that segfaults every
+    later run (numba issue #10128; it happened to two rotations started
+    together). Called before the benchmark starts other processes, so they
+    only read a finished cache. Returns the pitch of a 200 Hz tone.
+    """
+    t = np.arange(sample_rate // 4) / sample_rate
+    return median_pitch_hz(0.5 * np.sin(2 * np.pi * 200.0 * t), sample_rate)
+
+
 def spoken_seconds(audio: np.ndarray, sample_rate: int) -> float:
     """Length of the non-silent span of ``audio``."""
     from train.dataset import active_span

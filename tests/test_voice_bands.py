@@ -94,3 +94,10 @@ def test_advice_is_silent_when_the_gap_is_chance():
     # the same gap on four speakers with strongly correlated takes is not evidence
     assert _voice_advice(_report(0.5, 0.05, n_speakers=4), {"icc": 0.9}) == []
     assert _voice_advice({}, {"icc": 0.1}) == []
+
+
+def test_warm_pitch_cache_tracks_a_tone():
+    """The warm-up runs the real pitch tracker (so it compiles what the benchmark's processes will load)."""
+    from deploy.voice_bands import warm_pitch_cache
+
+    assert abs(warm_pitch_cache() - 200.0) < 5.0
