@@ -916,8 +916,9 @@ def run_benchmark(wake_words: str | Path, out_root: str | Path = "runs/bench-rea
                 results = [f.result() for f in futures]
             except BrokenProcessPool as exc:  # a worker killed from outside, most often by the kernel for memory
                 raise KwsError(f"a rotation's process died ({exc}); the likeliest cause is memory, as each rotation runs in its own "
-                               f"process (a crash in a native library also ends it so: its message is above). The trainings finished so far are kept in {out}: rerun with --resume, and --jobs 1 to "
-                               "run one rotation at a time") from None
+                               f"process (a crash in a native library also ends it so: its message is above). The trainings "
+                               f"finished so far are kept in {out}: rerun with --resume, and --jobs 1 to run one rotation at a time"
+                               ) from None
     else:
         results = [run_rotation(r, str(wake_words), str(out), cfg_dict, data, progress, resume, shared) for r in rotations]
     report = {"benchmark": "real-speech", "keyword": KEYWORD, "config": cfg_dict, "quick": quick, "wake_words": str(wake_words),
