@@ -27,7 +27,7 @@ import numpy as np
 
 from collect.quality import EndPointer, level_dbfs
 from features.audio import SAMPLE_RATE, resample
-from features.devices import CLOSE_S, close_stream, find_device, sounddevice
+from features.devices import CLOSE_S, bounded, close_stream, find_device, open_stream, sounddevice
 from features.errors import DeviceError
 
 log = logging.getLogger(__name__)
@@ -48,10 +48,13 @@ def choose_rate(index: int, name: str, check: Callable[[int], None] | None = Non
     sd = sounddevice()
     if check is None:
         def check(rate: int) -> None:
-            sd.check_input_settings(device=index, samplerate=rate, channels=1, dtype="float32")
+            bounded(lambda: sd.check_input_settings(device=index, samplerate=rate, channels=1, dtype="float32"),
+                    f"checking input device {name!r}")
     try:
         check(prefer)
         return prefer
+    except DeviceError:  # a hung sound server: the default rate would not answer either
+        raise
     except Exception:
         pass
     native = int(sd.query_devices(index)["default_samplerate"])
@@ -109,11 +112,10 @@ class Microphone:
     def open(self) -> "Microphone":
         sd = sounddevice()
         try:
-            self._stream = sd.InputStream(
+            self._stream = open_stream(lambda: sd.InputStream(
                 device=self.index, samplerate=self.rate, channels=self.channels, dtype="float32",
                 blocksize=int(self.rate * BLOCK_S), latency="high", callback=self._callback,
-            )
-            self._stream.start()
+            ), f"opening input device {self.name!r}")
         except sd.PortAudioError as exc:
             self._stream = None
             raise DeviceError(f"cannot open input device {self.name!r} at {self.rate} Hz: {exc}") from None

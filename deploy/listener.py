@@ -23,9 +23,10 @@ a device that stops delivering audio because it was unplugged, any PortAudio
 error) raise ``features.errors.DeviceError`` with a message that names the
 device.
 
-Closing the stream is bounded (``features.devices.close_stream``): a sound
-server that stops answering would otherwise hang the listener in the close
-for good. If the close does not finish in time the listener raises a
+Checking the device's settings, opening and closing the stream are bounded
+(``features.devices.bounded``, ``open_stream``, ``close_stream``): a sound
+server that stops answering would otherwise hang the listener for 30 s per
+setting tried, and in the close for good. If the close does not finish in time the listener raises a
 ``DeviceError``, so a ``kws listen`` left running for weeks exits and can be
 restarted by its supervisor rather than hanging.
 """
@@ -42,7 +43,7 @@ import numpy as np
 
 from deploy.detector import Detection, Detector
 from deploy.modelfile import KwsModel
-from features.devices import CLOSE_S, close_stream, find_device, sounddevice
+from features.devices import CLOSE_S, bounded, close_stream, find_device, open_stream, sounddevice
 from features.errors import DeviceError
 
 STALL_S = 3.0  # no audio for this long (beyond one block) while listening: the device is gone
@@ -154,8 +155,12 @@ class Listener:
         for channels in channel_options:
             for rate in dict.fromkeys(rates):
                 try:
-                    sd.check_input_settings(device=self.device.index, channels=channels, dtype="float32", samplerate=rate)
+                    bounded(lambda: sd.check_input_settings(device=self.device.index, channels=channels, dtype="float32",
+                                                            samplerate=rate),
+                            f"checking input device {self.device}")
                     return rate, channels
+                except DeviceError:  # a hung sound server: no other setting would answer either
+                    raise
                 except Exception as exc:  # PortAudioError or ValueError, depending on the host API
                     reasons.append(f"{rate} Hz x{channels}: {str(exc).strip() or type(exc).__name__}")
         raise DeviceError(f"input device {self.device} refuses to record ({'; '.join(reasons)})")
@@ -202,7 +207,7 @@ class Listener:
         n_done = 0
         try:
             try:
-                stream = sd.InputStream(
+                stream = open_stream(lambda: sd.InputStream(
                     device=self.device.index,
                     samplerate=self.stream_rate,
                     channels=self.channels,
@@ -210,11 +215,12 @@ class Listener:
                     blocksize=self.blocksize,
                     callback=callback,
                     finished_callback=finished.set,
-                )
+                ), f"opening input device {self.device}")
+            except DeviceError:
+                raise
             except Exception as exc:
                 raise DeviceError(f"cannot open input device {self.device}: {_reason(exc)}") from None
             try:
-                stream.start()
                 last_audio = time.monotonic()
                 while limit is None or n_done < limit:
                     if stop_event is not None and stop_event.is_set():

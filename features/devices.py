@@ -13,12 +13,69 @@ import atexit
 import os
 import threading
 from dataclasses import dataclass
+from typing import Any, Callable
 
 from features.errors import DeviceError
 
 
 START_S = 10.0  # PortAudio's start (it lists the devices, asking the sound server) may take this long
+OPEN_S = 10.0  # checking a device's settings, or opening and starting a stream, may take this long
+CLOSE_S = 5.0  # closing a stream may take this long before its device is given up as hung
 _started: dict = {}  # "module": sounddevice once PortAudio started; "hung": the error of a start that did not finish
+
+
+def hung_server(doing: str, timeout_s: float) -> str:
+    """The message for a PortAudio call that did not return: the sound server is the likely cause, and what to do."""
+    return (f"the sound system did not answer within {timeout_s:g} s while {doing} (is the sound server, such as "
+            "PulseAudio or PipeWire, hung? restart it and try again)")
+
+
+def on_helper_thread(call: Callable[[], Any], timeout_s: float, name: str,
+                     on_late: Callable[[Any], None] | None = None) -> tuple[bool, Any]:
+    """Run ``call`` on a daemon thread; ``(True, its result)`` if it returned within ``timeout_s``, else ``(False, None)``.
+
+    Why: a PortAudio call into a sound server that stops answering blocks
+    inside the ALSA plugin until libpulse's own timeouts (30 s to open a
+    stream, 120 s to list the devices), or for good (closing a stream), and
+    then often fails with a message that does not name the server. Bounded,
+    the caller can name the hung server at once. An exception ``call`` raises
+    in time is raised here. What ``call`` returns after the caller gave up (or
+    after a Ctrl-C during the wait) goes to ``on_late`` on the helper thread,
+    so that a stream opened too late is closed rather than left running; the
+    thread itself stays blocked as long as PortAudio does.
+    """
+    done = threading.Event()
+    lock = threading.Lock()
+    state: dict = {"waiting": True}
+
+    def run() -> None:
+        try:
+            value, error = call(), None
+        except BaseException as exc:  # handed to the caller's thread below
+            value, error = None, exc
+        with lock:
+            state.update(value=value, error=error)
+            late = not state["waiting"]
+        done.set()
+        if late and on_late is not None and error is None:
+            on_late(value)
+
+    threading.Thread(target=run, name=name, daemon=True).start()
+    interrupted = True
+    try:
+        done.wait(timeout_s)
+        interrupted = False
+    finally:
+        with lock:
+            finished = "error" in state
+            state["waiting"] = False
+        if interrupted and finished and state["error"] is None and on_late is not None:  # Ctrl-C as it returned
+            on_late(state["value"])
+    if not finished:
+        return False, None
+    if state["error"] is not None:
+        raise state["error"]
+    return True, state["value"]
 
 
 def sounddevice():
@@ -40,39 +97,64 @@ def sounddevice():
         raise DeviceError(_started["hung"])
     if "module" in _started:
         return _started["module"]
-    done = threading.Event()
-    result: dict = {}
 
-    def start() -> None:
-        try:
-            import sounddevice as sd
+    def start():
+        import sounddevice as sd
 
-            result["module"] = sd
-        except BaseException as exc:  # handed to the caller's thread below
-            result["error"] = exc
-        finally:
-            done.set()
+        return sd
 
     stderr = os.dup(2)  # sounddevice points file descriptor 2 at /dev/null while PortAudio starts
     try:
-        threading.Thread(target=start, name="kws-start-portaudio", daemon=True).start()
-        if not done.wait(START_S):
-            os.dup2(stderr, 2)  # or the error below would never be seen
-            _started["hung"] = (f"the sound system did not answer within {START_S:g} s while PortAudio listed the audio "
-                                "devices (is the sound server, such as PulseAudio or PipeWire, hung? restart it and try again)")
-            raise DeviceError(_started["hung"])
+        finished, sd = on_helper_thread(start, START_S, "kws-start-portaudio")
+    except OSError as exc:  # sounddevice raises OSError when libportaudio is missing
+        raise DeviceError(f"cannot use audio devices: PortAudio is not available ({exc})") from None
     finally:
+        if "module" not in _started:
+            os.dup2(stderr, 2)  # a start that failed or hung may not have given it back, and its error must be seen
         os.close(stderr)
-    error = result.get("error")
-    if isinstance(error, OSError):  # sounddevice raises OSError when libportaudio is missing
-        raise DeviceError(f"cannot use audio devices: PortAudio is not available ({error})") from None
-    if error is not None:
-        raise error
-    _started["module"] = result["module"]
-    return result["module"]
+    if not finished:
+        _started["hung"] = hung_server("PortAudio listed the audio devices", START_S)
+        raise DeviceError(_started["hung"])
+    _started["module"] = sd
+    return sd
 
 
-CLOSE_S = 5.0  # closing a stream may take this long before its device is given up as hung
+def bounded(call: Callable[[], Any], doing: str, timeout_s: float | None = None,
+            on_late: Callable[[Any], None] | None = None) -> Any:
+    """``call()`` (a PortAudio call that asks the sound server), or a ``DeviceError`` naming a hung server after ``timeout_s``.
+
+    For checking a device's settings and opening a stream: with a frozen
+    PulseAudio server, opening took 30 s and then failed with PortAudio's
+    "Illegal combination of I/O devices", and the listener tried up to four
+    settings that way before blaming the device. Once given up on, PortAudio
+    is left with a blocked call, so its exit handler is unregistered as
+    ``close_stream`` does. ``timeout_s`` defaults to ``OPEN_S``, read at the
+    call (a test of a frozen server sets it lower).
+    """
+    timeout_s = OPEN_S if timeout_s is None else timeout_s
+    finished, value = on_helper_thread(call, timeout_s, "kws-portaudio-call", on_late)
+    if not finished:
+        _forget_portaudio_at_exit()
+        raise DeviceError(hung_server(doing, timeout_s))
+    return value
+
+
+def open_stream(make: Callable[[], Any], doing: str, timeout_s: float | None = None) -> Any:
+    """Make a sounddevice stream with ``make()`` and start it, bounded by ``timeout_s`` (``bounded``); the started stream.
+
+    A stream whose start fails is closed before the error is raised; one
+    that opens after the caller gave up is closed when it does.
+    """
+    def open_and_start():
+        stream = make()
+        try:
+            stream.start()
+        except BaseException:
+            stream.close(ignore_errors=True)
+            raise
+        return stream
+
+    return bounded(open_and_start, doing, timeout_s, on_late=lambda stream: close_stream(stream))
 
 
 def close_stream(stream, timeout_s: float = CLOSE_S) -> bool:
@@ -88,24 +170,18 @@ def close_stream(stream, timeout_s: float = CLOSE_S) -> bool:
     that handler is unregistered; the operating system releases the device
     when the process ends.
     """
-    done = threading.Event()
-
     def close() -> None:
-        try:
-            stream.abort(ignore_errors=True)
-            stream.close(ignore_errors=True)
-        finally:
-            done.set()
+        stream.abort(ignore_errors=True)
+        stream.close(ignore_errors=True)
 
-    threading.Thread(target=close, name="kws-close-stream", daemon=True).start()
     try:
-        if done.wait(timeout_s):
-            return True
+        finished, _ = on_helper_thread(close, timeout_s, "kws-close-stream")
     except KeyboardInterrupt:  # a second Ctrl-C while closing: give the stream up as if it had hung
         _forget_portaudio_at_exit()
         raise
-    _forget_portaudio_at_exit()
-    return False
+    if not finished:
+        _forget_portaudio_at_exit()
+    return finished
 
 
 def _forget_portaudio_at_exit() -> None:

@@ -248,6 +248,60 @@ def test_kws_listen_on_a_sound_server_frozen_before_it_starts(pulse_server, keyw
     assert last.startswith(f"kws: error: the sound system did not answer within {START_S:g} s") and "hung" in last, last
 
 
+_FROZEN_AFTER_START = """
+import os, signal, sys
+import features.devices
+from collect.mic import Microphone
+from deploy.listener import Listener
+from features.errors import DeviceError
+
+features.devices.OPEN_S = 2.0  # the bound under test, shortened so the four attempts take seconds, not 40
+listener = Listener(sys.argv[2], "pulse")  # PortAudio started and the settings checked while the server answers
+os.kill(int(sys.argv[1]), signal.SIGSTOP)
+attempts = {
+    "open": lambda: listener.run(duration_s=1),
+    "check": lambda: Listener(sys.argv[2], "pulse"),
+    "record-check": lambda: Microphone("pulse"),
+    "record-open": lambda: Microphone("pulse", rate=16000).open(),
+}
+for name, attempt in attempts.items():
+    try:
+        attempt()
+        print(name, "no error", flush=True)
+    except DeviceError as exc:
+        print(name, exc, flush=True)
+os._exit(0)  # PortAudio's helper threads stay blocked on the frozen server
+"""
+
+
+@pytest.mark.audio
+def test_a_server_that_freezes_after_portaudio_started_is_named_when_opening(pulse_server, keyword_model):
+    """Settings checks and stream opens on a frozen server end in a device error naming the server, within the bound.
+
+    Unbounded, each took 30 s (libpulse's connect timeout) and then failed
+    with PortAudio's "Illegal combination of I/O devices", and the listener
+    tried up to four settings before blaming the device. A subprocess: the
+    calls given up on stay blocked in PortAudio. The subprocess timeout
+    bounds a hang; it is not a timing assertion.
+    """
+    import signal
+
+    other = start_server()
+    try:
+        out = subprocess.run([sys.executable, "-c", _FROZEN_AFTER_START, str(other.process.pid), str(keyword_model)],
+                             env={**os.environ, **other.env}, capture_output=True, text=True, timeout=100)
+    finally:
+        other.process.send_signal(signal.SIGCONT)
+        stop_server(other)
+    assert out.returncode == 0 and "Traceback" not in out.stderr, out.stderr
+    lines = dict(line.split(" ", 1) for line in out.stdout.splitlines())
+    assert list(lines) == ["open", "check", "record-check", "record-open"], out.stdout
+    for name, doing in [("open", "opening input device ["), ("check", "checking input device ["),
+                        ("record-check", "checking input device 'pulse'"), ("record-open", "opening input device 'pulse'")]:
+        assert lines[name].startswith(f"the sound system did not answer within 2 s while {doing}"), lines[name]
+        assert "hung" in lines[name], lines[name]
+
+
 @pytest.mark.audio
 def test_kws_devices_lists_the_pulse_device(pulse_server):
     cmd = [sys.executable, "-c", "import deploy.cli.devices; from deploy.cli import main; main()", "devices"]
