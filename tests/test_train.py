@@ -14,7 +14,8 @@ from features.errors import ConfigError, ManifestError
 from train.checkpoint import load_checkpoint
 from train.config import TrainConfig
 from train.dataset import window_geometry
-from train.loop import train, weight_average
+from train.dataset import Clip
+from train.loop import GroupWeights, train, weight_average
 
 REPO = Path(__file__).resolve().parent.parent
 ACCENTS = ["en-US", "en-GB", "en-GB-scotland", "en-x-es", "en-x-de"]
@@ -152,6 +153,52 @@ def test_ema_run_trains_the_same_steps_and_keeps_the_averaged_weights(dataset, t
     assert any(not torch.equal(saved["model_state"][k], other[k]) for k in other)
 
 
+def _clip(accent: str, label: int) -> Clip:
+    from collect.manifest import ClipRow
+
+    row = ClipRow(path=f"{accent}-{label}.wav", label="computer" if label else NEGATIVE, text="", speaker="s", accent=accent,
+                  source="espeak:test", session="s", device="espeak", sample_rate=16000, duration_s=1.0, sha256="0",
+                  created="2026-11-29T00:00:00Z")
+    return Clip(row, np.zeros(10, np.float32), label, (0, 10))
+
+
+def test_group_weights_follow_the_worst_group_and_weight_its_loss():
+    clips = [_clip("en-GB", 1), _clip("en-GB", 0), _clip("en-x-es", 1), _clip("en-x-es", 0)]
+    groups = GroupWeights(clips, step=0.5)
+    assert groups.names == ["en-GB/keyword", "en-GB/negative", "en-x-es/keyword", "en-x-es/negative"]
+    assert groups.weights() == {name: 0.25 for name in groups.names}
+    # A batch of three groups (en-GB negatives absent): en-x-es keywords lose most.
+    per_window = torch.tensor([0.2, 0.4, 2.0, 1.0, 0.5])
+    group = groups.of_clips[[0, 0, 2, 2, 3]]
+    loss = groups.loss(per_window, group)
+    q = np.array([0.25 * np.exp(0.5 * 0.3), 0.25, 0.25 * np.exp(0.5 * 1.5), 0.25 * np.exp(0.5 * 0.5)])
+    q /= q.sum()
+    assert np.allclose(list(groups.weights().values()), q, atol=1e-6)
+    present = q[[0, 2, 3]]
+    assert float(loss) == pytest.approx(float(present @ np.array([0.3, 1.5, 0.5]) / present.sum()), rel=1e-5)
+    assert float(loss) > float(per_window.mean())  # the worst group weighs more than its share of windows
+    for _ in range(50):
+        groups.loss(per_window, group)
+    assert max(groups.weights(), key=groups.weights().get) == "en-x-es/keyword"
+    assert groups.weights()["en-GB/negative"] < 0.01  # never seen, so never raised: the present groups outgrow it
+
+
+def test_group_dro_run_trains_on_the_weighted_loss_and_reports_the_weights(dataset, tmp_path):
+    plain = train(dataset, quick(epochs=2, batch_size=512), tmp_path / "plain", progress=False)
+    dro = train(dataset, quick(epochs=2, batch_size=512, group_dro=0.05), tmp_path / "dro", progress=False)
+    # One step per epoch (every window in one batch): the first step starts from the same weights on the same windows,
+    # and is reported as the plain mean loss in both; after it the models differ.
+    assert dro.history[0]["train_loss"] == pytest.approx(plain.history[0]["train_loss"], abs=1e-4)
+    assert dro.history[1]["train_loss"] != plain.history[1]["train_loss"]
+    assert [h["val_loss"] for h in dro.history] != [h["val_loss"] for h in plain.history]  # other gradients, other model
+    weights = json.loads((tmp_path / "dro" / "summary.json").read_text())["group_weights"]
+    accents = {f"{a}/{c}" for a in ACCENTS for c in ("keyword", "negative")}
+    assert set(weights) == accents | {"none/negative"}  # generated noise clips have the accent "none"
+    assert sum(weights.values()) == pytest.approx(1.0, abs=1e-4) and len(set(weights.values())) > 1
+    assert "group_weights" not in json.loads((tmp_path / "plain" / "summary.json").read_text())
+    assert torch.load(dro.checkpoint, weights_only=True)["train_config"]["group_dro"] == 0.05
+
+
 def test_missing_and_corrupt_files_are_skipped_with_a_warning(dataset, tmp_path, caplog):
     ds = copy_dataset(dataset, tmp_path / "ds")
     rows = load_rows(ds)
@@ -206,6 +253,8 @@ def test_config_round_trips_and_refuses_bad_input(tmp_path):
         '{"augment": {"p_gain": 2}}': "augment.p_gain",
         '{"val_fraction": 0}': "val_fraction",
         '{"ema_decay": 1.0}': "ema_decay",
+        '{"group_dro": -0.1}': "group_dro",
+        '{"group_dro": "yes"}': "group_dro",
         "[1, 2]": "JSON object",
         "{not json": "not valid JSON",
     }

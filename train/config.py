@@ -40,6 +40,14 @@ class TrainConfig:
     weights tend to sit in a flatter region of the loss (the idea behind SWA
     and SWAD), which is meant to carry over better from synthetic training
     voices to real speakers; benchmarks/REAL_SPEECH.md has what it did there.
+
+    ``group_dro``: above 0, the step size of online group DRO (Sagawa et al.,
+    2020, "Distributionally robust neural networks") over speaker groups, one
+    per accent and class (keyword or not): instead of the mean loss, each
+    step minimises a weighted sum of the groups' mean losses whose weights
+    grow, by ``exp(group_dro * loss)``, for the groups the model does worst
+    on. Why: the accent goal is about the worst accent, which plain averaging
+    lets the many easy voices outvote (``train.loop.GroupWeights``).
     """
 
     model: str = "dscnn"
@@ -62,6 +70,7 @@ class TrainConfig:
     augment: AugmentConfig = field(default_factory=AugmentConfig)
     init_from: str = ""  # a best.pt whose weights start this run (fine-tuning, e.g. after mining false accepts); "" = random
     ema_decay: float = 0.0  # validate and keep an exponential moving average of the weights (e.g. 0.999); 0 = the weights as trained
+    group_dro: float = 0.0  # step size of group DRO over (accent, class) groups (e.g. 0.01); 0 = the plain mean loss
 
     def __post_init__(self) -> None:
         _check_types(self)
@@ -92,6 +101,8 @@ class TrainConfig:
             raise ConfigError(f"test_fraction must be in [0, 1), got {self.test_fraction}")
         if self.val_fraction + self.test_fraction >= 0.9:
             raise ConfigError(f"val_fraction + test_fraction must leave speakers to train on, got {self.val_fraction + self.test_fraction:.2f}")
+        if self.group_dro < 0:
+            raise ConfigError(f"group_dro must not be negative (0 = the plain mean loss), got {self.group_dro}")
         if not 0.0 <= self.ema_decay < 1.0:
             raise ConfigError(f"ema_decay must be in [0, 1) (0 = no weight averaging), got {self.ema_decay}")
         if not 0.0 < self.far_target < 1.0:
@@ -161,7 +172,7 @@ _TYPES = {
     "model": str, "model_args": dict, "features": dict, "epochs": int, "batch_size": int, "windows_per_epoch": int, "lr": float,
     "weight_decay": float, "patience": int, "monitor": str, "seed": int, "val_fraction": float,
     "test_fraction": float, "window_s": float, "class_balance": str, "far_target": float, "num_threads": int,
-    "augment": AugmentConfig, "init_from": str, "ema_decay": float,
+    "augment": AugmentConfig, "init_from": str, "ema_decay": float, "group_dro": float,
 }
 
 

@@ -189,17 +189,19 @@ class WindowMaker:
         spans[~masked] = 0
         return bands, spans
 
-    def training_epoch(self, clips: Sequence[Clip], epoch: int, n_windows: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
-        """Features and labels of one epoch, freshly placed and augmented (deterministic in ``(seed, epoch)``).
+    def training_epoch(self, clips: Sequence[Clip], epoch: int, n_windows: int = 0) -> tuple[torch.Tensor, torch.Tensor, np.ndarray]:
+        """Features, labels and clip indices (into ``clips``) of one epoch's windows, freshly placed and augmented.
 
-        Every clip once, or, if ``n_windows`` is larger, every clip as often
-        as fits and a random selection for the rest: a small dataset then
-        still gives enough optimiser steps per epoch, each repeat differently
-        augmented.
+        Deterministic in ``(seed, epoch)``. Every clip once, or, if
+        ``n_windows`` is larger, every clip as often as fits and a random
+        selection for the rest: a small dataset then still gives enough
+        optimiser steps per epoch, each repeat differently augmented. The
+        indices tell the loop which speaker group a window belongs to.
         """
         rng = np.random.default_rng([self.seed, epoch])
         full, rest = divmod(max(n_windows, len(clips)), len(clips))
-        picked = [clips[i] for i in np.concatenate([np.tile(np.arange(len(clips)), full), rng.permutation(len(clips))[:rest]])]
+        index = np.concatenate([np.tile(np.arange(len(clips)), full), rng.permutation(len(clips))[:rest]])
+        picked = [clips[i] for i in index]
         augmenter = Augmenter(self.augment, seed=rng, noise_clips=self.noise_clips, sample_rate=self.cfg.sample_rate,
                               rooms=self.rooms)
         windows = np.stack([augmenter(training_window(self._perturbed(c, augmenter), self.window_samples, self.margin, rng))
@@ -209,7 +211,7 @@ class WindowMaker:
             warped = rng.random(len(picked)) < self.augment.p_warp
             warps = np.where(warped, self.warps[rng.integers(len(self.warps), size=len(picked))], 1.0)
         masks = self.draw_masks(len(picked), rng) if self.augment.p_mask > 0 else None  # drawn last, for the same reason
-        return self.features(windows, warps, masks), labels_tensor(picked)
+        return self.features(windows, warps, masks), labels_tensor(picked), index
 
     def _perturbed(self, clip: Clip, augmenter: Augmenter) -> Clip:
         """The clip after the augmenter's speed change (its spoken part found again) and pauses between syllables."""

@@ -31,6 +31,8 @@ Choices, and why:
   judged by, besides accuracy and F1 at argmax.
 - With ``ema_decay`` above 0, an exponential moving average of the weights
   (``weight_average``) is what is validated, early-stopped on and saved.
+- With ``group_dro`` above 0, each step minimises group DRO's weighted loss
+  over (accent, class) groups (``GroupWeights``) instead of the mean loss.
 - The next epoch's augmented windows are prepared in a background thread
   while the current one trains (numpy and PyTorch both release the GIL); each
   epoch's randomness comes only from ``(seed, epoch)``, so this changes timing,
@@ -173,6 +175,7 @@ def _fit(config, maker, split_clips, labels, model_args, splits, digest, dataset
     total_steps = max(config.epochs * steps_per_epoch, 4)
     schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=config.lr, total_steps=total_steps,
                                                    pct_start=0.2 if total_steps >= 10 else 0.5)
+    groups = GroupWeights(train_clips, config.group_dro) if config.group_dro else None
     average = weight_average(model, config.ema_decay)
     kept = average.module if average is not None else model  # the weights validated and saved
     x_val, y_val = maker.eval_set(split_clips["val"])
@@ -189,7 +192,7 @@ def _fit(config, maker, split_clips, labels, model_args, splits, digest, dataset
     try:
         for epoch in bar:
             t0 = time.perf_counter()
-            x_train, y_epoch = future.result()
+            x_train, y_epoch, clip_index = future.result()
             if epoch + 1 < config.epochs:
                 future = pool.submit(maker.training_epoch, train_clips, epoch + 1, n_windows)
             order_rng = np.random.default_rng([config.seed, epoch, 1])
@@ -198,8 +201,9 @@ def _fit(config, maker, split_clips, labels, model_args, splits, digest, dataset
                 order = order_rng.choice(len(y_epoch), size=len(y_epoch), replace=True, p=p / p.sum())
             else:
                 order = order_rng.permutation(len(y_epoch))
+            window_groups = None if groups is None else groups.of_clips[clip_index]
             train_loss, train_acc = _train_epoch(model, optimizer, schedule, x_train, y_epoch, order, config.batch_size,
-                                                 steps_per_epoch, class_weight, average)
+                                                 steps_per_epoch, class_weight, average, groups, window_groups)
             logits = _predict(kept, x_val)
             val = classification_metrics(logits, y_val, labels, config.far_target)
             row = {"epoch": epoch + 1, "train_loss": train_loss, "train_acc": train_acc,
@@ -247,6 +251,7 @@ def _fit(config, maker, split_clips, labels, model_args, splits, digest, dataset
     write_json(out_dir / "summary.json", {
         "best_epoch": result.best_epoch, "epochs_run": result.epochs_run, "monitor": config.monitor,
         "seconds": result.seconds, "val_metrics": result.val_metrics, "test_metrics": test, "checkpoint": str(checkpoint),
+        **({"group_weights": groups.weights()} if groups is not None else {}),
     })
     return result
 
@@ -289,10 +294,52 @@ def weight_average(model: torch.nn.Module, decay: float):
     return AveragedModel(model, avg_fn=ema, use_buffers=True)
 
 
-def _train_epoch(model, optimizer, schedule, x, y, order, batch_size, steps, class_weight, average=None) -> tuple[float, float]:
+class GroupWeights:
+    """Online group DRO (Sagawa et al., 2020, algorithm 1) over speaker groups: one per accent and class of clip.
+
+    It keeps a weight per group, uniform at first. Each step, every group in
+    the batch has its mean (class-weighted) loss; its weight is multiplied by
+    ``exp(step * that loss)`` and the weights are normalised again; the loss
+    minimised is the weighted mean of the present groups' losses. A group the
+    model keeps failing (an accent whose keyword it misses) thus comes to
+    weigh more than its share of windows, up to dominating the step, while
+    groups it has learnt fade: the worst group is what is optimised, not the
+    average. A group's class is part of it because a keyword missed and a
+    negative accepted are different failures of the same accent.
+    """
+
+    def __init__(self, clips: list[Clip], step: float):
+        names = [f"{c.row.accent or 'unknown'}/{'keyword' if c.label > 0 else 'negative'}" for c in clips]
+        self.names = sorted(set(names))
+        index = {name: i for i, name in enumerate(self.names)}
+        self.of_clips = torch.tensor([index[n] for n in names], dtype=torch.long)  # group of each training clip
+        self.step = float(step)
+        self.q = torch.full((len(self.names),), 1.0 / len(self.names), dtype=torch.float64)
+
+    def loss(self, per_window: torch.Tensor, group: torch.Tensor) -> torch.Tensor:
+        """The step's loss from each window's loss and group; updates the weights first (with the losses detached)."""
+        n = len(self.names)
+        counts = torch.bincount(group, minlength=n)
+        means = torch.zeros(n, dtype=per_window.dtype).index_add(0, group, per_window) / counts.clamp(min=1)
+        present = counts > 0
+        with torch.no_grad():
+            self.q[present] *= torch.exp(self.step * means[present].detach().double())
+            self.q /= self.q.sum()
+        w = (self.q * present).to(per_window.dtype)
+        return (w * means).sum() / w.sum()
+
+    def weights(self) -> dict[str, float]:
+        """The current weight of each group, by name (``accent/keyword`` or ``accent/negative``)."""
+        return {name: round(float(q), 6) for name, q in zip(self.names, self.q)}
+
+
+def _train_epoch(model, optimizer, schedule, x, y, order, batch_size, steps, class_weight, average=None,
+                 groups: GroupWeights | None = None, window_groups: torch.Tensor | None = None) -> tuple[float, float]:
     """One pass in ``steps`` full batches (a last batch of one sample would break batch norm); mean loss and accuracy.
 
-    ``average`` (from ``weight_average``), when given, is updated after every step.
+    ``average`` (from ``weight_average``), when given, is updated after every
+    step. With ``groups`` (and each window's group in ``window_groups``) the
+    loss is group DRO's, and the mean loss reported is still the plain one.
     """
     model.train()
     total_loss, correct, seen = 0.0, 0, 0
@@ -302,9 +349,15 @@ def _train_epoch(model, optimizer, schedule, x, y, order, batch_size, steps, cla
             idx = torch.from_numpy(order[step * batch_size :])  # the remainder joins the last batch
         xb, yb = x[idx], y[idx]
         logits = model(xb)
-        loss = F.cross_entropy(logits, yb, weight=class_weight)
+        if groups is None:
+            loss = F.cross_entropy(logits, yb, weight=class_weight)
+            objective = loss
+        else:
+            per_window = F.cross_entropy(logits, yb, weight=class_weight, reduction="none")
+            loss = per_window.mean() if class_weight is None else per_window.sum() / class_weight[yb].sum()
+            objective = groups.loss(per_window, window_groups[idx])
         optimizer.zero_grad(set_to_none=True)
-        loss.backward()
+        objective.backward()
         optimizer.step()
         schedule.step()
         if average is not None:
