@@ -298,14 +298,16 @@ class GroupWeights:
     """Online group DRO (Sagawa et al., 2020, algorithm 1) over speaker groups: one per accent and class of clip.
 
     It keeps a weight per group, uniform at first. Each step, every group in
-    the batch has its mean (class-weighted) loss; its weight is multiplied by
+    the batch has its mean loss; its weight is multiplied by
     ``exp(step * that loss)`` and the weights are normalised again; the loss
     minimised is the weighted mean of the present groups' losses. A group the
     model keeps failing (an accent whose keyword it misses) thus comes to
     weigh more than its share of windows, up to dominating the step, while
     groups it has learnt fade: the worst group is what is optimised, not the
     average. A group's class is part of it because a keyword missed and a
-    negative accepted are different failures of the same accent.
+    negative accepted are different failures of the same accent; and so the
+    group weights replace the class weights (uniform weights over groups
+    already give both classes about half the loss at the start).
     """
 
     def __init__(self, clips: list[Clip], step: float):
@@ -352,9 +354,10 @@ def _train_epoch(model, optimizer, schedule, x, y, order, batch_size, steps, cla
         if groups is None:
             loss = F.cross_entropy(logits, yb, weight=class_weight)
             objective = loss
-        else:
-            per_window = F.cross_entropy(logits, yb, weight=class_weight, reduction="none")
-            loss = per_window.mean() if class_weight is None else per_window.sum() / class_weight[yb].sum()
+        else:  # each group is of one class, so its weight replaces the class weight
+            per_window = F.cross_entropy(logits, yb, reduction="none")
+            weights = torch.ones_like(per_window) if class_weight is None else class_weight[yb]
+            loss = (weights * per_window).sum() / weights.sum()
             objective = groups.loss(per_window, window_groups[idx])
         optimizer.zero_grad(set_to_none=True)
         objective.backward()
