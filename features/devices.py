@@ -109,8 +109,7 @@ def sounddevice():
     except OSError as exc:  # sounddevice raises OSError when libportaudio is missing
         raise DeviceError(f"cannot use audio devices: PortAudio is not available ({exc})") from None
     finally:
-        if "module" not in _started:
-            os.dup2(stderr, 2)  # a start that failed or hung may not have given it back, and its error must be seen
+        os.dup2(stderr, 2)  # a start that failed or hung may not have given it back (after a good one this changes nothing)
         os.close(stderr)
     if not finished:
         _started["hung"] = hung_server("PortAudio listed the audio devices", START_S)
