@@ -153,7 +153,7 @@ def open_stream(make: Callable[[], Any], doing: str, timeout_s: float | None = N
             raise
         return stream
 
-    return bounded(open_and_start, doing, timeout_s, on_late=lambda stream: close_stream(stream))
+    return bounded(open_and_start, doing, timeout_s, on_late=close_stream)
 
 
 def close_stream(stream, timeout_s: float = CLOSE_S) -> bool:

@@ -13,8 +13,7 @@ from collect.manifest import NEGATIVE, NOISE, data_digest, load_rows
 from features.errors import ConfigError, ManifestError
 from train.checkpoint import load_checkpoint
 from train.config import TrainConfig
-from train.dataset import window_geometry
-from train.dataset import Clip
+from train.dataset import Clip, window_geometry
 from train.loop import GroupWeights, train, weight_average
 
 REPO = Path(__file__).resolve().parent.parent
