@@ -14,7 +14,7 @@ from features.errors import ConfigError, ManifestError
 from train.checkpoint import load_checkpoint
 from train.config import TrainConfig
 from train.dataset import Clip, window_geometry
-from train.loop import GroupWeights, train, weight_average
+from train.loop import DomainAdversary, GroupWeights, train, weight_average
 
 REPO = Path(__file__).resolve().parent.parent
 ACCENTS = ["en-US", "en-GB", "en-GB-scotland", "en-x-es", "en-x-de"]
@@ -152,11 +152,11 @@ def test_ema_run_trains_the_same_steps_and_keeps_the_averaged_weights(dataset, t
     assert any(not torch.equal(saved["model_state"][k], other[k]) for k in other)
 
 
-def _clip(accent: str, label: int) -> Clip:
+def _clip(accent: str, label: int, source: str = "espeak:test", row_label: str = "") -> Clip:
     from collect.manifest import ClipRow
 
-    row = ClipRow(path=f"{accent}-{label}.wav", label="computer" if label else NEGATIVE, text="", speaker="s", accent=accent,
-                  source="espeak:test", session="s", device="espeak", sample_rate=16000, duration_s=1.0, sha256="0",
+    row = ClipRow(path=f"{accent}-{label}.wav", label=row_label or ("computer" if label else NEGATIVE), text="", speaker="s",
+                  accent=accent, source=source, session="s", device="espeak", sample_rate=16000, duration_s=1.0, sha256="0",
                   created="2026-11-29T00:00:00Z")
     return Clip(row, np.zeros(10, np.float32), label, (0, 10))
 
@@ -180,6 +180,54 @@ def test_group_weights_follow_the_worst_group_and_weight_its_loss():
         groups.loss(per_window, group)
     assert max(groups.weights(), key=groups.weights().get) == "en-x-es/keyword"
     assert groups.weights()["en-GB/negative"] < 0.01  # never seen, so never raised: the present groups outgrow it
+
+
+def test_domain_adversary_reverses_its_gradient_into_the_features_of_negative_speech_only():
+    clips = [_clip("en-GB", 1), _clip("en-GB", 0), _clip("en-GB", 0, source="human"), _clip("en-GB", 0, source="human:corpus"),
+             _clip("en-GB", 0, source="mined:a.wav@3s:score0.4"), _clip("none", 0, source="generated", row_label=NOISE)]
+    model = torch.nn.Module()
+    model.head = torch.nn.Linear(4, 2)
+    adversary = DomainAdversary(model, clips, weight=1.0)
+    assert adversary.of_clips.tolist() == [-1, 0, 1, 1, -1, -1]  # keyword, synthetic, recorded x2, mined, noise
+    assert adversary.summary()["training_clips"] == {"recorded": 2, "synthetic": 1}
+    features = torch.randn(6, 4, requires_grad=True)
+    model.train()
+    model.head(features)
+    loss = adversary.loss(adversary.of_clips, progress=1.0)
+    loss.backward()
+    # The same loss without the reversal layer, by hand: BCE on the three speech negatives, recorded weighed by 1/2.
+    plain = features.detach().clone().requires_grad_(True)
+    logits = adversary.head(plain[1:4]).squeeze(1)
+    by_hand = torch.nn.functional.binary_cross_entropy_with_logits(logits, torch.tensor([0.0, 1.0, 1.0]), pos_weight=torch.tensor(0.5))
+    by_hand.backward()
+    scale = 2.0 / (1.0 + np.exp(-10.0)) - 1.0
+    assert loss.item() == pytest.approx(by_hand.item(), rel=1e-6)
+    assert torch.allclose(features.grad, -scale * plain.grad, atol=1e-7)  # the features are pushed the other way
+    assert not features.grad[[0, 4, 5]].any()  # keyword, mined and noise windows take no part
+    assert 0.0 <= adversary.epoch_balanced_accuracy() <= 1.0
+    with pytest.raises(ConfigError, match="domain_adversarial needs both recorded .* it has 0 recorded and 1 synthetic"):
+        DomainAdversary(model, clips[:2], weight=1.0)
+
+
+def test_domain_adversarial_run_leaves_the_first_step_alone_and_reports_the_head(dataset, tmp_path):
+    recorded = copy_dataset(dataset, tmp_path / "ds", keep=lambda row: True)
+    manifest = next(recorded.glob("*/manifest.jsonl"))
+    rows = [json.loads(line) for line in manifest.read_text().splitlines()]
+    for row in rows:  # every voice's sentences "recorded", its confusables synthetic: both domains in every split
+        if row["kind"] == "sentence":
+            row["source"] = "human"
+    manifest.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    plain = train(recorded, quick(epochs=2, batch_size=512), tmp_path / "plain", progress=False)
+    dann = train(recorded, quick(epochs=2, batch_size=512, domain_adversarial=0.5), tmp_path / "dann", progress=False)
+    # The reversal starts at strength 0 and the head has its own random start: the first step is the plain one.
+    assert dann.history[0]["train_loss"] == pytest.approx(plain.history[0]["train_loss"], abs=1e-5)
+    assert [h["val_loss"] for h in dann.history] != [h["val_loss"] for h in plain.history]
+    assert all(0.0 <= h["domain_balanced_acc"] <= 1.0 for h in dann.history)
+    assert "domain_balanced_acc" not in plain.history[0]
+    summary = json.loads((tmp_path / "dann" / "summary.json").read_text())["domain_adversary"]
+    assert summary["weight"] == 0.5 and min(summary["training_clips"].values()) > 0
+    with pytest.raises(ConfigError, match="domain_adversarial needs both recorded"):
+        train(dataset, quick(domain_adversarial=0.5), tmp_path / "synthetic-only", progress=False)
 
 
 def test_group_dro_run_trains_on_the_weighted_loss_and_reports_the_weights(dataset, tmp_path):
@@ -254,6 +302,7 @@ def test_config_round_trips_and_refuses_bad_input(tmp_path):
         '{"ema_decay": 1.0}': "ema_decay",
         '{"group_dro": -0.1}': "group_dro",
         '{"group_dro": "yes"}': "group_dro",
+        '{"domain_adversarial": -1}': "domain_adversarial",
         "[1, 2]": "JSON object",
         "{not json": "not valid JSON",
     }

@@ -48,6 +48,15 @@ class TrainConfig:
     grow, by ``exp(group_dro * loss)``, for the groups the model does worst
     on. Why: the accent goal is about the worst accent, which plain averaging
     lets the many easy voices outvote (``train.loop.GroupWeights``).
+
+    ``domain_adversarial``: above 0, the weight of a domain-adversarial loss
+    (Ganin & Lempitsky, 2015, "Unsupervised domain adaptation by
+    backpropagation"): a small head learns to tell recorded (``source``
+    "human") from synthetic negatives by the network's pooled features, and
+    the features are trained, through a reversed gradient, to make that
+    impossible. Why: when every keyword is synthetic and some negatives are
+    recorded, "sounds recorded" is a shortcut to "not the keyword" that
+    real speakers of the keyword then pay for (``train.loop.DomainAdversary``).
     """
 
     model: str = "dscnn"
@@ -71,6 +80,7 @@ class TrainConfig:
     init_from: str = ""  # a best.pt whose weights start this run (fine-tuning, e.g. after mining false accepts); "" = random
     ema_decay: float = 0.0  # validate and keep an exponential moving average of the weights (e.g. 0.999); 0 = the weights as trained
     group_dro: float = 0.0  # step size of group DRO over (accent, class) groups (e.g. 0.01); 0 = the plain mean loss
+    domain_adversarial: float = 0.0  # weight of the reversed recorded-vs-synthetic loss on negatives (e.g. 0.3); 0 = off
 
     def __post_init__(self) -> None:
         _check_types(self)
@@ -103,6 +113,8 @@ class TrainConfig:
             raise ConfigError(f"val_fraction + test_fraction must leave speakers to train on, got {self.val_fraction + self.test_fraction:.2f}")
         if self.group_dro < 0:
             raise ConfigError(f"group_dro must not be negative (0 = the plain mean loss), got {self.group_dro}")
+        if self.domain_adversarial < 0:
+            raise ConfigError(f"domain_adversarial must not be negative (0 = off), got {self.domain_adversarial}")
         if not 0.0 <= self.ema_decay < 1.0:
             raise ConfigError(f"ema_decay must be in [0, 1) (0 = no weight averaging), got {self.ema_decay}")
         if not 0.0 < self.far_target < 1.0:
@@ -173,6 +185,7 @@ _TYPES = {
     "weight_decay": float, "patience": int, "monitor": str, "seed": int, "val_fraction": float,
     "test_fraction": float, "window_s": float, "class_balance": str, "far_target": float, "num_threads": int,
     "augment": AugmentConfig, "init_from": str, "ema_decay": float, "group_dro": float,
+    "domain_adversarial": float,
 }
 
 

@@ -33,6 +33,9 @@ Choices, and why:
   (``weight_average``) is what is validated, early-stopped on and saved.
 - With ``group_dro`` above 0, each step minimises group DRO's weighted loss
   over (accent, class) groups (``GroupWeights``) instead of the mean loss.
+- With ``domain_adversarial`` above 0, a head trained to tell recorded from
+  synthetic negatives is fought through a reversed gradient
+  (``DomainAdversary``); its balanced accuracy per epoch is in the metrics.
 - The next epoch's augmented windows are prepared in a background thread
   while the current one trains (numpy and PyTorch both release the GIL); each
   epoch's randomness comes only from ``(seed, epoch)``, so this changes timing,
@@ -56,7 +59,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from collect.manifest import NOISE, ClipRow, data_digest, read_dataset
+from collect.manifest import HUMAN, NEGATIVE, NOISE, ClipRow, data_digest, read_dataset
 from features.audio import sha256_file
 from features.errors import ConfigError, ManifestError
 from train.checkpoint import save_checkpoint
@@ -169,7 +172,9 @@ def _fit(config, maker, split_clips, labels, model_args, splits, digest, dataset
     class_weight = torch.tensor(inverse, dtype=torch.float32) if config.class_balance == "loss" else None
     n_windows = max(len(train_clips), config.windows_per_epoch)
     steps_per_epoch = max(1, n_windows // config.batch_size)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    adversary = DomainAdversary(model, train_clips, config.domain_adversarial, config.seed) if config.domain_adversarial else None
+    trained = [*model.parameters(), *(adversary.head.parameters() if adversary else ())]
+    optimizer = torch.optim.AdamW(trained, lr=config.lr, weight_decay=config.weight_decay)
     # OneCycleLR needs a warm-up and a decay phase of at least one step each; a short fine-tuning run
     # (one epoch of a few batches) gets a schedule a little longer than it runs and a longer warm-up share.
     total_steps = max(config.epochs * steps_per_epoch, 4)
@@ -201,12 +206,12 @@ def _fit(config, maker, split_clips, labels, model_args, splits, digest, dataset
                 order = order_rng.choice(len(y_epoch), size=len(y_epoch), replace=True, p=p / p.sum())
             else:
                 order = order_rng.permutation(len(y_epoch))
-            window_groups = None if groups is None else groups.of_clips[clip_index]
             train_loss, train_acc = _train_epoch(model, optimizer, schedule, x_train, y_epoch, order, config.batch_size,
-                                                 steps_per_epoch, class_weight, average, groups, window_groups)
+                                                 steps_per_epoch, class_weight, average, groups, adversary, clip_index)
             logits = _predict(kept, x_val)
             val = classification_metrics(logits, y_val, labels, config.far_target)
             row = {"epoch": epoch + 1, "train_loss": train_loss, "train_acc": train_acc,
+                   **({"domain_balanced_acc": adversary.epoch_balanced_accuracy()} if adversary else {}),
                    **{f"val_{k}": v for k, v in val.items() if not isinstance(v, dict)},
                    "lr": schedule.get_last_lr()[0], "seconds": round(time.perf_counter() - t0, 3)}
             history.append(row)
@@ -252,6 +257,7 @@ def _fit(config, maker, split_clips, labels, model_args, splits, digest, dataset
         "best_epoch": result.best_epoch, "epochs_run": result.epochs_run, "monitor": config.monitor,
         "seconds": result.seconds, "val_metrics": result.val_metrics, "test_metrics": test, "checkpoint": str(checkpoint),
         **({"group_weights": groups.weights()} if groups is not None else {}),
+        **({"domain_adversary": adversary.summary()} if adversary is not None else {}),
     })
     return result
 
@@ -335,16 +341,104 @@ class GroupWeights:
         return {name: round(float(q), 6) for name, q in zip(self.names, self.q)}
 
 
+class _ReverseGradient(torch.autograd.Function):
+    """Identity going forward; going back, the gradient times ``-scale`` (the gradient reversal layer)."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, scale: float) -> torch.Tensor:
+        ctx.scale = scale
+        return x.view_as(x)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> tuple[torch.Tensor, None]:
+        return -ctx.scale * grad, None
+
+
+class DomainAdversary:
+    """Domain-adversarial training (Ganin & Lempitsky, 2015) of recorded against synthetic negatives.
+
+    A small head (one hidden layer of ``HIDDEN`` units, trained with the
+    model, never exported) learns to tell, from the pooled features the
+    model's ``head`` sees, whether a negative window was recorded (its row's
+    ``source`` is "human...") or synthesised. Between the features and that
+    head sits a gradient reversal layer, so the same step that makes the head
+    better makes the features worse for it: the features are pushed to carry
+    no trace of "recorded", and the keyword classifier cannot learn the
+    shortcut "recorded, so not the keyword" that an all-synthetic keyword set
+    next to recorded negatives invites. Only speech negatives take part
+    (keywords are all of one domain, generated noise and mined windows of
+    none). The reversal's strength ramps from 0 to ``weight`` over training,
+    as in the paper (``2 / (1 + exp(-10 p)) - 1`` at progress ``p``), so the
+    first steps, while the head is still random, leave the features alone.
+    The head's loss weighs recorded windows up to the synthetic ones' count.
+    Its balanced accuracy per epoch tells whether it was fooled (0.5) or not.
+    """
+
+    HIDDEN = 32
+
+    def __init__(self, model: torch.nn.Module, clips: list[Clip], weight: float, seed: int = 0):
+        def domain(c: Clip) -> int:
+            if c.row.label != NEGATIVE or c.row.source.startswith("mined:"):
+                return -1
+            return 1 if c.row.source.split(":")[0] == HUMAN else 0
+
+        self.of_clips = torch.tensor([domain(c) for c in clips], dtype=torch.long)  # 1 recorded, 0 synthetic, -1 neither
+        n_recorded, n_synthetic = int((self.of_clips == 1).sum()), int((self.of_clips == 0).sum())
+        if not n_recorded or not n_synthetic:
+            raise ConfigError(f"domain_adversarial needs both recorded (source \"{HUMAN}\") and synthetic negatives in the "
+                              f"training split; it has {n_recorded} recorded and {n_synthetic} synthetic")
+        self.weight = float(weight)
+        self.counts = {"recorded": n_recorded, "synthetic": n_synthetic}
+        self.pos_weight = torch.tensor(n_synthetic / n_recorded)
+        with torch.random.fork_rng():  # its own random start, so the run's dropout draws stay those of the same seed without it
+            torch.manual_seed(seed)
+            self.head = torch.nn.Sequential(torch.nn.Linear(model.head.in_features, self.HIDDEN), torch.nn.ReLU(),
+                                            torch.nn.Linear(self.HIDDEN, 1))
+        self._features: torch.Tensor | None = None
+        self._hits = torch.zeros(2, 2)  # [true domain, predicted domain] windows this epoch
+        model.head.register_forward_pre_hook(self._keep)
+
+    def _keep(self, module: torch.nn.Module, args: tuple) -> None:
+        if module.training:  # only training batches; evaluation (and the averaged copy) run in eval mode
+            self._features = args[0]
+
+    def loss(self, window_domain: torch.Tensor, progress: float) -> torch.Tensor:
+        """The head's loss on the last training batch's pooled features (``window_domain``: each window's domain)."""
+        features = self._features if self._features.dim() == 2 else self._features.mean(dim=1)  # logit-max: per position
+        keep = window_domain >= 0
+        if not keep.any():
+            return features.sum() * 0.0
+        scale = self.weight * (2.0 / (1.0 + np.exp(-10.0 * progress)) - 1.0)
+        logits = self.head(_ReverseGradient.apply(features[keep], scale)).squeeze(1)
+        truth = window_domain[keep]
+        with torch.no_grad():
+            self._hits.index_put_((truth, (logits > 0).long()), torch.ones(len(truth)), accumulate=True)
+        return F.binary_cross_entropy_with_logits(logits, truth.float(), pos_weight=self.pos_weight)
+
+    def epoch_balanced_accuracy(self) -> float:
+        """Mean of the head's recall on recorded and on synthetic windows since the last call (0.5 = fooled)."""
+        recall = self._hits.diagonal() / self._hits.sum(dim=1).clamp(min=1)
+        self._hits.zero_()
+        return round(float(recall.mean()), 4)
+
+    def summary(self) -> dict:
+        return {"weight": self.weight, "training_clips": self.counts}
+
+
 def _train_epoch(model, optimizer, schedule, x, y, order, batch_size, steps, class_weight, average=None,
-                 groups: GroupWeights | None = None, window_groups: torch.Tensor | None = None) -> tuple[float, float]:
+                 groups: GroupWeights | None = None, adversary: DomainAdversary | None = None,
+                 clip_index: np.ndarray | None = None) -> tuple[float, float]:
     """One pass in ``steps`` full batches (a last batch of one sample would break batch norm); mean loss and accuracy.
 
     ``average`` (from ``weight_average``), when given, is updated after every
-    step. With ``groups`` (and each window's group in ``window_groups``) the
-    loss is group DRO's, and the mean loss reported is still the plain one.
+    step. With ``groups`` the loss is group DRO's; with ``adversary`` its
+    domain loss is added. Both need each window's clip (``clip_index``). The
+    mean loss reported is always the plain classification loss.
     """
     model.train()
     total_loss, correct, seen = 0.0, 0, 0
+    total_steps = schedule.total_steps
+    window_clip = None if clip_index is None else torch.from_numpy(np.asarray(clip_index))
     for step in range(steps):
         idx = torch.from_numpy(order[step * batch_size : (step + 1) * batch_size])
         if step == steps - 1:
@@ -358,7 +452,9 @@ def _train_epoch(model, optimizer, schedule, x, y, order, batch_size, steps, cla
             per_window = F.cross_entropy(logits, yb, reduction="none")
             weights = torch.ones_like(per_window) if class_weight is None else class_weight[yb]
             loss = (weights * per_window).sum() / weights.sum()
-            objective = groups.loss(per_window, window_groups[idx])
+            objective = groups.loss(per_window, groups.of_clips[window_clip[idx]])
+        if adversary is not None:
+            objective = objective + adversary.loss(adversary.of_clips[window_clip[idx]], schedule.last_epoch / total_steps)
         optimizer.zero_grad(set_to_none=True)
         objective.backward()
         optimizer.step()
