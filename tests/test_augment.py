@@ -8,6 +8,7 @@ import pytest
 
 from features.augment import AugmentConfig, Augmenter, change_speed, mix_at_snr, syllable_dips
 from features.errors import ConfigError
+from rows import clip_row
 
 SR = 16000
 ONLY = AugmentConfig.off()
@@ -235,12 +236,10 @@ def test_vocal_tract_warp_reads_the_spectrum_higher():
 
 def test_warped_epochs_differ_only_in_the_features_and_are_seeded():
     """p_warp changes the MFCC of the warped windows, leaves the unwarped ones and the labels alone, and repeats by seed."""
-    from collect.manifest import ClipRow
     from features.config import FeatureConfig
     from train.dataset import Clip, WindowMaker
 
-    row = ClipRow(path="a.wav", label="computer", text="", speaker="s", accent="en-US", source="", session="", device="",
-                  sample_rate=SR, duration_s=1.0, sha256="", created="")
+    row = clip_row(sample_rate=SR)
     clips = [Clip(row, speechlike(SR, seed=i), i % 2, (4000, 12000)) for i in range(12)]
     base = with_(p_shift=1.0, p_gain=1.0)
     plain = WindowMaker(FeatureConfig(), 1.0, base, seed=3, progress=False).training_epoch(clips, 0)
@@ -274,13 +273,11 @@ def test_mask_log_mel_sets_the_masked_band_and_span_to_the_window_mean():
 
 def test_masked_epochs_differ_only_in_the_features_and_are_seeded():
     """p_mask masks some windows' features, leaves the others as without it (warps included), and repeats by seed."""
-    from collect.manifest import ClipRow
     from features.config import FeatureConfig
     from features.mfcc import Mfcc
     from train.dataset import Clip, WindowMaker
 
-    row = ClipRow(path="a.wav", label="computer", text="", speaker="s", accent="en-US", source="", session="", device="",
-                  sample_rate=SR, duration_s=1.0, sha256="", created="")
+    row = clip_row(sample_rate=SR)
     clips = [Clip(row, speechlike(SR, seed=i), i % 2, (4000, 12000)) for i in range(16)]
     base = with_(p_shift=1.0, p_gain=1.0, p_warp=0.5, max_warp=0.1)
     plain = WindowMaker(FeatureConfig(), 1.0, base, seed=3, progress=False).training_epoch(clips, 0)
@@ -354,13 +351,11 @@ def test_pauses_are_silence_at_the_dips_within_the_room_and_seeded():
 
 def test_a_paused_keyword_still_fits_its_training_window():
     """The window keeps the whole spoken part of a keyword however long the pauses drawn, so no window is a cut keyword."""
-    from collect.manifest import ClipRow
     from features.config import FeatureConfig
     from train.dataset import Clip, WindowMaker
 
     audio, span, _ = three_syllables()
-    row = ClipRow(path="a.wav", label="computer", text="", speaker="s", accent="en-US", source="", session="", device="",
-                  sample_rate=SR, duration_s=len(audio) / SR, sha256="", created="")
+    row = clip_row(sample_rate=SR, duration_s=len(audio) / SR)
     maker = WindowMaker(FeatureConfig(), 1.0, with_(p_pause=1.0, max_pause_s=0.5, max_pauses=2, p_shift=1.0), seed=0, progress=False)
     aug = Augmenter(maker.augment, seed=0)
     grown = 0

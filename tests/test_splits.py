@@ -12,15 +12,14 @@ import pytest
 
 from collect.manifest import NEGATIVE, NOISE, ClipRow
 from features.errors import ConfigError
+from rows import clip_row
 from train.splits import assign_splits, speaker_order_key, speakers_by_split
 
 REPO = Path(__file__).resolve().parent.parent
 
 
 def row(speaker: str, accent: str, label: str = "computer", i: int = 0) -> ClipRow:
-    return ClipRow(path=f"s/{speaker}-{label}-{i}.wav", label=label, text=label, speaker=speaker, accent=accent,
-                   source="human", session="s", device="test", sample_rate=16000, duration_s=1.0,
-                   sha256="0" * 64, created="2024-01-01T00:00:00+00:00")
+    return clip_row(path=f"s/{speaker}-{label}-{i}.wav", label=label, text=label, speaker=speaker, accent=accent, source="human")
 
 
 def corpus(accents: dict[str, int], clips_per_speaker: int = 3, noise: int = 4) -> list[ClipRow]:

@@ -11,6 +11,7 @@ import torch
 
 from collect.manifest import NEGATIVE, NOISE, data_digest, load_rows
 from features.errors import ConfigError, ManifestError
+from rows import clip_row
 from train.checkpoint import load_checkpoint
 from train.config import TrainConfig
 from train.dataset import Clip, window_geometry
@@ -153,11 +154,7 @@ def test_ema_run_trains_the_same_steps_and_keeps_the_averaged_weights(dataset, t
 
 
 def _clip(accent: str, label: int, source: str = "espeak:test", row_label: str = "") -> Clip:
-    from collect.manifest import ClipRow
-
-    row = ClipRow(path=f"{accent}-{label}.wav", label=row_label or ("computer" if label else NEGATIVE), text="", speaker="s",
-                  accent=accent, source=source, session="s", device="espeak", sample_rate=16000, duration_s=1.0, sha256="0",
-                  created="2026-11-29T00:00:00Z")
+    row = clip_row(path=f"{accent}-{label}.wav", label=row_label or ("computer" if label else NEGATIVE), accent=accent, source=source)
     return Clip(row, np.zeros(10, np.float32), label, (0, 10))
 
 
