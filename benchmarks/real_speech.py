@@ -51,6 +51,9 @@ def _main(argv: list[str] | None) -> int:
     p.add_argument("--ensemble", nargs="+", metavar="CONFIG",
                    help="only measure the averaged model of this config's finished run and these configs' runs (deploy/ensemble.py), "
                         "written to <out>/<name>+<other names>")
+    p.add_argument("--domain-probe", action="store_true",
+                   help="only measure how well each training of an existing output folder tells recorded from synthetic negatives "
+                        "(train/domain_probe.py)")
     p.add_argument("--clip-probe", action="store_true",
                    help="only stream each real keyword clip alone through an existing output folder's models (deploy/clip_probe.py)")
     args = p.parse_args(argv)
@@ -76,6 +79,14 @@ def _main(argv: list[str] | None) -> int:
         ensemble_out = Path(args.out) / "+".join([cfg.name, *others])
         ensemble_benchmark(args.wake_words, [out, *(Path(args.out) / n for n in others)], ensemble_out, progress=not args.quiet)
         print((ensemble_out / "report.md").read_text())
+        return 0
+    if args.domain_probe:
+        from train.domain_probe import probe_run
+
+        for name, result in probe_run(out).items():
+            print(f"{name}: probe balanced accuracy {result['probe_balanced_accuracy']:.3f}; mean keyword probability of "
+                  f"recorded / synthetic validation negatives {result['mean_keyword_probability']['recorded']:.4f} / "
+                  f"{result['mean_keyword_probability']['synthetic']:.4f}")
         return 0
     if args.clip_probe:
         from deploy.clip_probe import probe_run

@@ -226,6 +226,26 @@ def test_domain_adversarial_run_leaves_the_first_step_alone_and_reports_the_head
     with pytest.raises(ConfigError, match="domain_adversarial needs both recorded"):
         train(dataset, quick(domain_adversarial=0.5), tmp_path / "synthetic-only", progress=False)
 
+    # The probe of what the features know of the domain: fitted on training speakers, scored on the validation ones.
+    from train.domain_probe import domain_probe, probe_run
+
+    val = set(torch.load(dann.checkpoint, weights_only=True)["splits"]["val"])
+    expected = {"recorded": sum(r["kind"] == "sentence" and r["speaker"] in val for r in rows),
+                "synthetic": sum(r["kind"] == "confusable" and r["speaker"] in val for r in rows)}
+    probe = domain_probe(dann.checkpoint)
+    assert probe["val_negatives"] == expected and min(expected.values()) > 0
+    assert 0.0 <= probe["probe_balanced_accuracy"] <= 1.0
+    assert all(0.0 <= p <= 1.0 for p in probe["mean_keyword_probability"].values())
+    with pytest.raises(ConfigError, match="the train split needs both recorded and synthetic negatives to probe"):
+        domain_probe(plain.checkpoint, dataset)  # the all-synthetic dataset
+    run = tmp_path / "bench-run"
+    (run / "rotation-A" / "train").mkdir(parents=True)
+    with pytest.raises(ConfigError, match="no trainings"):
+        probe_run(run)
+    shutil.copy(dann.checkpoint, run / "rotation-A" / "train" / "best.pt")
+    assert probe_run(run) == {"rotation-A/train": probe}
+    assert json.loads((run / "domain_probe.json").read_text()) == {"rotation-A/train": probe}
+
 
 def test_group_dro_run_trains_on_the_weighted_loss_and_reports_the_weights(dataset, tmp_path):
     plain = train(dataset, quick(epochs=2, batch_size=512), tmp_path / "plain", progress=False)

@@ -377,12 +377,7 @@ class DomainAdversary:
     HIDDEN = 32
 
     def __init__(self, model: torch.nn.Module, clips: list[Clip], weight: float, seed: int = 0):
-        def domain(c: Clip) -> int:
-            if c.row.label != NEGATIVE or c.row.source.startswith("mined:"):
-                return -1
-            return 1 if c.row.source.split(":")[0] == HUMAN else 0
-
-        self.of_clips = torch.tensor([domain(c) for c in clips], dtype=torch.long)  # 1 recorded, 0 synthetic, -1 neither
+        self.of_clips = torch.tensor(self.domains(clips), dtype=torch.long)
         n_recorded, n_synthetic = int((self.of_clips == 1).sum()), int((self.of_clips == 0).sum())
         if not n_recorded or not n_synthetic:
             raise ConfigError(f"domain_adversarial needs both recorded (source \"{HUMAN}\") and synthetic negatives in the "
@@ -397,6 +392,16 @@ class DomainAdversary:
         self._features: torch.Tensor | None = None
         self._hits = torch.zeros(2, 2)  # [true domain, predicted domain] windows this epoch
         model.head.register_forward_pre_hook(self._keep)
+
+    @staticmethod
+    def domains(clips: list[Clip]) -> list[int]:
+        """Each clip's domain: 1 recorded negative speech, 0 synthetic negative speech, -1 neither (keyword, noise, mined)."""
+        def domain(c: Clip) -> int:
+            if c.row.label != NEGATIVE or c.row.source.startswith("mined:"):
+                return -1
+            return 1 if c.row.source.split(":")[0] == HUMAN else 0
+
+        return [domain(c) for c in clips]
 
     def _keep(self, module: torch.nn.Module, args: tuple) -> None:
         if module.training:  # only training batches; evaluation (and the averaged copy) run in eval mode
