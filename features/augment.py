@@ -327,8 +327,8 @@ def syllable_dips(audio: np.ndarray, span: tuple[int, int], sample_rate: int = S
         return []
     frames = audio[start : start + n * hop].reshape(n, hop).astype(np.float64)
     level = 20 * np.log10(np.convolve(np.sqrt(np.mean(frames**2, axis=1)), np.ones(3) / 3, "same") + 1e-9)
-    depth = {i: min(level[:i].max(), level[i + 1 :].max()) - level[i] for i in range(int(DIP_EDGE * n), int((1 - DIP_EDGE) * n))
-             if level[i] == level[max(0, i - 4) : i + 5].min()}
+    inside = range(max(1, int(DIP_EDGE * n)), int((1 - DIP_EDGE) * n))  # a dip needs a frame before it and after it
+    depth = {i: min(level[:i].max(), level[i + 1 :].max()) - level[i] for i in inside if level[i] == level[max(0, i - 4) : i + 5].min()}
     groups: list[list[int]] = []  # frames of one dip: no louder syllable between them (a flat-bottomed gap is one dip)
     for i in (i for i, d in depth.items() if d >= MIN_DIP_DB):
         if groups and level[groups[-1][-1] : i + 1].max() - max(level[groups[-1][-1]], level[i]) < MIN_DIP_DB:

@@ -319,6 +319,8 @@ def test_syllable_dips_are_found_between_syllables_only():
     one = speechlike()
     assert syllable_dips(one, (4000, 12000), SR) == []
     assert syllable_dips(np.zeros(SR, np.float32), (0, SR), SR) == []
+    for frames in range(5, 9):  # spans of 50-80 ms (a mined window's short blip): too short to hold two syllables
+        assert syllable_dips(audio, (span[0], span[0] + frames * SR // 100), SR) == []
 
 
 def test_pauses_are_silence_at_the_dips_within_the_room_and_seeded():
