@@ -80,7 +80,7 @@ class TrainConfig:
     init_from: str = ""  # a best.pt whose weights start this run (fine-tuning, e.g. after mining false accepts); "" = random
     ema_decay: float = 0.0  # validate and keep an exponential moving average of the weights (e.g. 0.999); 0 = the weights as trained
     group_dro: float = 0.0  # step size of group DRO over (accent, class) groups (e.g. 0.01); 0 = the plain mean loss
-    domain_adversarial: float = 0.0  # weight of the reversed recorded-vs-synthetic loss on negatives (e.g. 0.3); 0 = off
+    domain_adversarial: float = 0.0  # weight of the reversed recorded-vs-synthetic loss on negatives (e.g. 1.0, the paper's); 0 = off
 
     def __post_init__(self) -> None:
         _check_types(self)

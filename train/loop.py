@@ -427,6 +427,7 @@ class DomainAdversary:
         return round(float(recall.mean()), 4)
 
     def summary(self) -> dict:
+        """What ``summary.json`` keeps of it: the weight and the recorded and synthetic training clips it saw."""
         return {"weight": self.weight, "training_clips": self.counts}
 
 
