@@ -26,6 +26,7 @@ MANIFEST_NAME = "manifest.jsonl"
 NEGATIVE = "negative"  # label of any speech that is not a keyword
 NOISE = "noise"  # label of non-speech background clips
 HUMAN = "human"  # the ``source`` of a recorded (not synthesised) clip
+MINED = "mined"  # the ``kind`` of a window mined from long background audio (deploy.mine)
 
 
 @dataclass(frozen=True)

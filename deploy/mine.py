@@ -38,13 +38,13 @@ from typing import Sequence
 
 import numpy as np
 
-from collect.manifest import NEGATIVE, ClipRow, ManifestWriter, now_iso
+from collect.manifest import MINED, NEGATIVE, ClipRow, ManifestWriter, now_iso
 from features.errors import ConfigError
 
 log = logging.getLogger("kws")
 
 SESSION = "mined"
-KIND = "mined"
+KIND = MINED
 
 
 def find_false_accepts(model, clips: Sequence[tuple[ClipRow, np.ndarray]], *, threshold: float = 0.2,

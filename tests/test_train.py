@@ -153,8 +153,9 @@ def test_ema_run_trains_the_same_steps_and_keeps_the_averaged_weights(dataset, t
     assert any(not torch.equal(saved["model_state"][k], other[k]) for k in other)
 
 
-def _clip(accent: str, label: int, source: str = "espeak:test", row_label: str = "") -> Clip:
-    row = clip_row(path=f"{accent}-{label}.wav", label=row_label or ("computer" if label else NEGATIVE), accent=accent, source=source)
+def _clip(accent: str, label: int, source: str = "espeak:test", row_label: str = "", kind: str = "") -> Clip:
+    row = clip_row(path=f"{accent}-{label}.wav", label=row_label or ("computer" if label else NEGATIVE), accent=accent, source=source,
+                   kind=kind)
     return Clip(row, np.zeros(10, np.float32), label, (0, 10))
 
 
@@ -181,7 +182,7 @@ def test_group_weights_follow_the_worst_group_and_weight_its_loss():
 
 def test_domain_adversary_reverses_its_gradient_into_the_features_of_negative_speech_only():
     clips = [_clip("en-GB", 1), _clip("en-GB", 0), _clip("en-GB", 0, source="human"), _clip("en-GB", 0, source="human:corpus"),
-             _clip("en-GB", 0, source="mined:a.wav@3s:score0.4"), _clip("none", 0, source="generated", row_label=NOISE)]
+             _clip("en-GB", 0, source="mined:a.wav@3s:score0.4", kind="mined"), _clip("none", 0, source="generated", row_label=NOISE)]
     model = torch.nn.Module()
     model.head = torch.nn.Linear(4, 2)
     adversary = DomainAdversary(model, clips, weight=1.0)
@@ -201,7 +202,10 @@ def test_domain_adversary_reverses_its_gradient_into_the_features_of_negative_sp
     assert loss.item() == pytest.approx(by_hand.item(), rel=1e-6)
     assert torch.allclose(features.grad, -scale * plain.grad, atol=1e-7)  # the features are pushed the other way
     assert not features.grad[[0, 4, 5]].any()  # keyword, mined and noise windows take no part
-    assert 0.0 <= adversary.epoch_balanced_accuracy() <= 1.0
+    predicted = (logits > 0).long().tolist()  # the head's calls on synthetic, recorded, recorded
+    recalls = [predicted[0] == 0, (predicted[1] + predicted[2]) / 2]
+    assert adversary.epoch_balanced_accuracy() == pytest.approx(sum(recalls) / 2, abs=1e-4)
+    assert adversary.epoch_balanced_accuracy() == 0.0  # counted anew after each call: nothing seen since
     with pytest.raises(ConfigError, match="domain_adversarial needs both recorded .* it has 0 recorded and 1 synthetic"):
         DomainAdversary(model, clips[:2], weight=1.0)
 
@@ -234,7 +238,8 @@ def test_domain_adversarial_run_leaves_the_first_step_alone_and_reports_the_head
                 "synthetic": sum(r["kind"] == "confusable" and r["speaker"] in val for r in rows)}
     probe = domain_probe(dann.checkpoint)
     assert probe["val_negatives"] == expected and min(expected.values()) > 0
-    assert 0.0 <= probe["probe_balanced_accuracy"] <= 1.0
+    # "Recorded" sentences against "synthetic" confusables differ in length and words, which the features carry: above chance.
+    assert 0.5 < probe["probe_balanced_accuracy"] <= 1.0
     assert all(0.0 <= p <= 1.0 for p in probe["mean_keyword_probability"].values())
     with pytest.raises(ConfigError, match="the train split needs both recorded and synthetic negatives to probe"):
         domain_probe(plain.checkpoint, dataset)  # the all-synthetic dataset

@@ -29,7 +29,7 @@ from features.config import FeatureConfig
 from features.errors import ConfigError
 from train.checkpoint import load_checkpoint
 from train.dataset import WindowMaker, load_clips
-from train.loop import EVAL_BATCH, DomainAdversary, unique_by_path
+from train.loop import DomainAdversary, _predict, unique_by_path
 
 
 def domain_probe(checkpoint: str | Path, dataset: str | Path | None = None) -> dict:
@@ -82,13 +82,12 @@ def probe_run(run: Path) -> dict[str, dict]:
     return results
 
 
-@torch.no_grad()
 def _pooled_and_scores(model: torch.nn.Module, x: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
     """The input of ``model.head`` (averaged over positions for logit-max pooling) and the keyword probability, per window."""
     seen: list[torch.Tensor] = []
     hook = model.head.register_forward_pre_hook(lambda module, args: seen.append(args[0]))
     try:
-        logits = torch.cat([model(x[i : i + EVAL_BATCH]) for i in range(0, len(x), EVAL_BATCH)])
+        logits = _predict(model, x)
     finally:
         hook.remove()
     pooled = torch.cat([s if s.dim() == 2 else s.mean(dim=1) for s in seen])

@@ -59,7 +59,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from collect.manifest import HUMAN, NEGATIVE, NOISE, ClipRow, data_digest, read_dataset
+from collect.manifest import HUMAN, MINED, NEGATIVE, NOISE, ClipRow, data_digest, read_dataset
 from features.audio import sha256_file
 from features.errors import ConfigError, ManifestError
 from train.checkpoint import save_checkpoint
@@ -397,7 +397,7 @@ class DomainAdversary:
     def domains(clips: list[Clip]) -> list[int]:
         """Each clip's domain: 1 recorded negative speech, 0 synthetic negative speech, -1 neither (keyword, noise, mined)."""
         def domain(c: Clip) -> int:
-            if c.row.label != NEGATIVE or c.row.source.startswith("mined:"):
+            if c.row.label != NEGATIVE or c.row.kind == MINED:
                 return -1
             return 1 if c.row.source.split(":")[0] == HUMAN else 0
 
