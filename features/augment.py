@@ -49,11 +49,18 @@ Then on the window (:meth:`Augmenter.__call__`):
    the dataset has some. ``audiomentations.AddBackgroundNoise`` only takes
    files and re-reads one on every call (0.43 removed its cache), so this one
    step is done here on the in-memory clips, with audiomentations' own RMS/SNR
-   helpers so the SNR means the same as in step 3.
+   helpers so the SNR means the same as in step 3;
+8. mixed with babble (``p_babble``): one to ``max_babble_talkers`` other
+   speech clips of the training split (``train.dataset.babble_sources``:
+   sentences and other speech negatives, never keywords, confusables or
+   mined windows), each from a random start and at equal loudness, summed
+   and mixed at a random SNR. A wake word is said while a television or
+   other people talk, and the model must not take every speech mixture for
+   the keyword. audiomentations has no in-memory babble either.
 
 And in the features (``train.dataset.WindowMaker.training_epoch``):
 
-8. vocal tract length perturbation (Jaitly & Hinton 2013): the window's
+9. vocal tract length perturbation (Jaitly & Hinton 2013): the window's
    MFCC are computed with a mel filterbank read at ``warp`` times each
    frequency, ``warp`` in ``[1 - max_warp, 1 + max_warp]``; formants and
    pitch move together as if the speaker were smaller or larger, the tempo
@@ -62,7 +69,7 @@ And in the features (``train.dataset.WindowMaker.training_epoch``):
    (``deploy.voice_bands``). Done on the filterbank, not the audio, it costs
    nothing per window (resampling each window would cost more than the rest
    of the augmentation together).
-9. SpecAugment-style masking (Park et al. 2019): one band of up to
+10. SpecAugment-style masking (Park et al. 2019): one band of up to
    ``max_mask_bands`` adjacent mel bands and one span of up to
    ``max_mask_frames`` frames of the window's log-mel spectrogram are set to
    the window's mean log-mel energy before the DCT
@@ -135,6 +142,10 @@ class AugmentConfig:
     p_pause: float = 0.0  # chance of pauses between the syllables of a clip (syllable_dips)
     max_pause_s: float = 0.2  # each pause drawn uniformly in [0, max] seconds
     max_pauses: int = 2  # how many syllable boundaries get a pause, drawn in [1, max]
+    p_babble: float = 0.0  # chance of babble: other speech clips of the training split mixed in (train.dataset.babble_sources)
+    max_babble_talkers: int = 4  # talkers in the babble, drawn in [1, max]
+    min_babble_snr_db: float = 5.0  # SNR of the babble against the window, dB
+    max_babble_snr_db: float = 20.0
 
     def __post_init__(self) -> None:
         for f in dataclasses.fields(self):
@@ -157,15 +168,16 @@ class AugmentConfig:
             raise ConfigError(f"augment.max_warp must be in [0, 0.3] (a warp factor of 0.7-1.3 at most), got {self.max_warp}")
         if not 0.0 <= self.max_pause_s <= 0.5:
             raise ConfigError(f"augment.max_pause_s must be in [0, 0.5] seconds, got {self.max_pause_s}")
-        if self.max_pauses < 1 or int(self.max_pauses) != self.max_pauses:
-            raise ConfigError(f"augment.max_pauses must be a whole number >= 1, got {self.max_pauses}")
+        for name in ("max_pauses", "max_babble_talkers"):
+            if getattr(self, name) < 1 or int(getattr(self, name)) != getattr(self, name):
+                raise ConfigError(f"augment.{name} must be a whole number >= 1, got {getattr(self, name)}")
         for name in ("max_mask_bands", "max_mask_frames"):
             if getattr(self, name) < 0 or int(getattr(self, name)) != getattr(self, name):
                 raise ConfigError(f"augment.{name} must be a whole number >= 0, got {getattr(self, name)}")
         if self.max_floor_db > 0:
             raise ConfigError(f"augment.max_floor_db must be at most 0 dB re full scale, got {self.max_floor_db}")
         for lo, hi in (("min_gain_db", "max_gain_db"), ("min_snr_db", "max_snr_db"), ("min_floor_db", "max_floor_db"),
-                       ("min_background_snr_db", "max_background_snr_db")):
+                       ("min_background_snr_db", "max_background_snr_db"), ("min_babble_snr_db", "max_babble_snr_db")):
             if getattr(self, lo) > getattr(self, hi):
                 raise ConfigError(f"augment.{lo} ({getattr(self, lo)}) is above augment.{hi} ({getattr(self, hi)})")
 
@@ -201,8 +213,10 @@ class Augmenter:
     """Applies ``AugmentConfig`` to one window at a time, reproducibly from ``seed``.
 
     ``noise_clips`` are background recordings (the dataset's ``noise`` rows) to
-    mix in; with none, step 7 is skipped. ``rooms`` are room impulse responses
-    (``features.rooms.impulse_responses``); with none, step 2 is skipped.
+    mix in; with none, step 7 is skipped. ``babble_clips`` are the speech
+    clips babble is made of; with none, step 8 is skipped. ``rooms`` are room
+    impulse responses (``features.rooms.impulse_responses``); with none, step
+    2 is skipped.
 
     >>> aug = Augmenter(AugmentConfig(), seed=0)
     >>> aug(np.zeros(16000, np.float32)).shape
@@ -216,6 +230,7 @@ class Augmenter:
         noise_clips: Sequence[np.ndarray] = (),
         sample_rate: int = SAMPLE_RATE,
         rooms: Sequence[np.ndarray] = (),
+        babble_clips: Sequence[np.ndarray] = (),
     ):
         from audiomentations import (AddColorNoise, AddGaussianNoise, Compose, Gain, HighPassFilter, LowPassFilter,
                                      PeakingFilter, Shift)
@@ -224,6 +239,7 @@ class Augmenter:
         self.sample_rate = sample_rate
         self.rng = seed if isinstance(seed, np.random.Generator) else np.random.default_rng(seed)
         self.noise_clips = [np.asarray(c, np.float32) for c in noise_clips if len(c)]
+        self.babble_clips = [np.asarray(c, np.float32) for c in babble_clips if np.any(c)]
         self.rooms = list(rooms)
         c = config
         self._shift = Shift(min_shift=-c.max_shift_s, max_shift=c.max_shift_s, shift_unit="seconds", rollover=False,
@@ -256,6 +272,10 @@ class Augmenter:
         if self.noise_clips and self.rng.random() < self.config.p_background:
             snr = self.rng.uniform(self.config.min_background_snr_db, self.config.max_background_snr_db)
             out = mix_at_snr(out, self._background(len(out)), snr)
+        # p_babble > 0 first: runs without babble draw exactly what they drew before it existed
+        if self.config.p_babble > 0 and self.babble_clips and self.rng.random() < self.config.p_babble:
+            snr = self.rng.uniform(self.config.min_babble_snr_db, self.config.max_babble_snr_db)
+            out = mix_at_snr(out, self._babble(len(out)), snr)
         return np.clip(out, -1.0, 1.0).astype(np.float32, copy=False)
 
     def perturb_speed(self, audio: np.ndarray) -> np.ndarray:
@@ -293,7 +313,23 @@ class Augmenter:
 
     def _background(self, n: int) -> np.ndarray:
         """``n`` samples of a random noise clip from a random start, looped if the clip is shorter."""
-        clip = self.noise_clips[int(self.rng.integers(len(self.noise_clips)))]
+        return self._looped(self.noise_clips[int(self.rng.integers(len(self.noise_clips)))], n)
+
+    def _babble(self, n: int) -> np.ndarray:
+        """``n`` samples of 1 to ``max_babble_talkers`` speech clips, each from a random start, at equal RMS, summed."""
+        from audiomentations.core.utils import calculate_rms
+
+        talkers = int(self.rng.integers(1, int(self.config.max_babble_talkers) + 1))
+        out = np.zeros(n, np.float32)
+        for i in self.rng.choice(len(self.babble_clips), size=min(talkers, len(self.babble_clips)), replace=False):
+            part = self._looped(self.babble_clips[int(i)], n)
+            rms = calculate_rms(part)
+            if rms > 0:  # a start in a clip's silence can give a silent stretch: it adds nothing
+                out += part / rms
+        return out
+
+    def _looped(self, clip: np.ndarray, n: int) -> np.ndarray:
+        """``n`` samples of ``clip`` from a random start, looped if the clip is shorter."""
         start = int(self.rng.integers(len(clip)))
         reps = -(-(start + n) // len(clip))
         return np.tile(clip, reps)[start : start + n]

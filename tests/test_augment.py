@@ -379,3 +379,49 @@ def test_simulating_rooms_leaves_sigpipe_unblocked():
             "print(signal.SIGPIPE in signal.pthread_sigmask(signal.SIG_BLOCK, []))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=Path(__file__).resolve().parents[1])
     assert out.stdout.strip() == "False"
+
+
+def test_babble_is_other_speech_at_the_drawn_snr():
+    x = speechlike()
+    talkers = [np.random.default_rng(s).standard_normal(9000).astype(np.float32) * 0.05 for s in (11, 12, 13)]
+    aug = Augmenter(with_(p_babble=1.0, max_babble_talkers=1, min_babble_snr_db=7.0, max_babble_snr_db=7.0), seed=3,
+                    babble_clips=talkers)
+    y = aug(x)
+    assert abs(snr_db(x, y) - 7.0) < 0.05
+    # With one talker the added signal is a stretch of one of the clips (looped from a random start), scaled.
+    from scipy.signal import correlate
+
+    segment = (y - x)[:5000].astype(np.float64)
+    best = 0.0
+    for t in talkers:
+        looped = np.tile(t, 3).astype(np.float64)
+        start = int(np.argmax(np.abs(correlate(looped[: len(t) + 5000], segment, mode="valid", method="fft"))))
+        best = max(best, abs(np.corrcoef(segment, looped[start : start + 5000])[0, 1]))
+    assert best > 0.999
+
+
+def test_babble_talkers_are_summed_at_equal_loudness():
+    n = 4000
+    quiet, loud = (np.random.default_rng(s).standard_normal(n).astype(np.float32) * a for s, a in ((1, 0.001), (2, 0.5)))
+    aug = Augmenter(with_(p_babble=1.0, max_babble_talkers=2), seed=0, babble_clips=[quiet, loud])
+    babble = [aug._babble(n) for _ in range(40)]
+    both = [b for b in babble if np.std(b) > 1.2]  # two unit-RMS talkers sum to RMS ~1.41, one to 1
+    assert both and len(both) < len(babble)
+    for b in both:  # the quiet clip counts as much as the loud one, whatever their recorded levels
+        assert abs(np.std(b) - np.sqrt(2)) < 0.1
+
+
+def test_babble_off_or_without_sources_changes_nothing():
+    x = speechlike()
+    talkers = [speechlike(9000, 4)]
+    np.testing.assert_array_equal(Augmenter(with_(p_babble=1.0), seed=0, babble_clips=[])(x), x)
+    # p_babble 0 draws nothing: the same windows as an augmenter given no babble at all
+    cfg = AugmentConfig()
+    np.testing.assert_array_equal(Augmenter(cfg, seed=5, babble_clips=talkers)(x), Augmenter(cfg, seed=5)(x))
+
+
+def test_babble_settings_are_checked():
+    with pytest.raises(ConfigError, match="max_babble_talkers"):
+        AugmentConfig(max_babble_talkers=0)
+    with pytest.raises(ConfigError, match="min_babble_snr_db"):
+        AugmentConfig(min_babble_snr_db=30.0, max_babble_snr_db=10.0)

@@ -1,5 +1,6 @@
 """Training: a real (tiny) run on espeak-ng speech writes a complete run folder and an exportable model."""
 
+import dataclasses
 import json
 import logging
 import shutil
@@ -14,7 +15,7 @@ from features.errors import ConfigError, ManifestError
 from rows import clip_row
 from train.checkpoint import load_checkpoint
 from train.config import TrainConfig
-from train.dataset import Clip, window_geometry
+from train.dataset import Clip, babble_sources, window_geometry
 from train.loop import DomainAdversary, GroupWeights, train, weight_average
 
 REPO = Path(__file__).resolve().parent.parent
@@ -157,6 +158,25 @@ def _clip(accent: str, label: int, source: str = "espeak:test", row_label: str =
     row = clip_row(path=f"{accent}-{label}.wav", label=row_label or ("computer" if label else NEGATIVE), accent=accent, source=source,
                    kind=kind)
     return Clip(row, np.zeros(10, np.float32), label, (0, 10))
+
+
+def test_babble_is_made_of_speech_negatives_only():
+    kinds = ["keyword", "confusable", "sentence", "noise", "mined", "real-other-wake-word", "other"]
+    clips = [Clip(clip_row(path=f"{k}.wav", label="computer" if k == "keyword" else NOISE if k == "noise" else NEGATIVE, kind=k),
+                  np.full(10, i + 1, np.float32), int(k == "keyword"), (0, 10)) for i, k in enumerate(kinds)]
+    assert [float(a[0]) for a in babble_sources(clips)] == [3.0, 6.0, 7.0]  # sentence, recorded other word, imported speech
+
+
+def test_babble_run_records_its_sources_and_trains_on_other_windows(dataset, tmp_path):
+    plain = train(dataset, quick(), tmp_path / "plain", progress=False)
+    babble = train(dataset, quick(augment=dataclasses.replace(quick().augment, p_babble=1.0)), tmp_path / "babble", progress=False)
+    config = json.loads((babble.run_dir / "config.json").read_text())
+    rows = load_rows(dataset)
+    train_speakers = set(json.loads((babble.run_dir / "data.json").read_text())["splits"]["train"])
+    expected = sum(r.label == NEGATIVE and r.kind == "sentence" and r.speaker in train_speakers for r in rows)
+    assert config["babble_clips"] == expected > 0
+    assert json.loads((plain.run_dir / "config.json").read_text())["babble_clips"] == 0
+    assert babble.history[0]["train_loss"] != plain.history[0]["train_loss"]
 
 
 def test_group_weights_follow_the_worst_group_and_weight_its_loss():

@@ -37,7 +37,7 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from collect.manifest import NEGATIVE, NOISE, ClipRow
+from collect.manifest import MINED, NEGATIVE, NOISE, ClipRow
 from features.audio import center_in_window, load_audio
 from features.augment import WARP_STEPS, AugmentConfig, Augmenter
 from features.config import FeatureConfig
@@ -141,12 +141,13 @@ class WindowMaker:
     """Turns decoded clips into MFCC tensors: augmented training epochs and fixed evaluation sets."""
 
     def __init__(self, cfg: FeatureConfig, window_s: float, augment: AugmentConfig, seed: int,
-                 noise_clips: Sequence[np.ndarray] = (), progress: bool = True):
+                 noise_clips: Sequence[np.ndarray] = (), progress: bool = True, babble_clips: Sequence[np.ndarray] = ()):
         self.cfg = cfg
         self.window_samples, self.window_frames = window_geometry(cfg, window_s)
         self.augment = augment
         self.seed = seed
         self.noise_clips = list(noise_clips)
+        self.babble_clips = list(babble_clips)
         self.rooms = []
         if augment.p_room > 0:  # simulated once per run; each window then picks one (features.rooms)
             from features.rooms import impulse_responses
@@ -203,7 +204,7 @@ class WindowMaker:
         index = np.concatenate([np.tile(np.arange(len(clips)), full), rng.permutation(len(clips))[:rest]])
         picked = [clips[i] for i in index]
         augmenter = Augmenter(self.augment, seed=rng, noise_clips=self.noise_clips, sample_rate=self.cfg.sample_rate,
-                              rooms=self.rooms)
+                              rooms=self.rooms, babble_clips=self.babble_clips)
         windows = np.stack([augmenter(training_window(self._perturbed(c, augmenter), self.window_samples, self.margin, rng))
                             for c in picked])
         warps = None
@@ -229,6 +230,17 @@ class WindowMaker:
             return torch.zeros(0, self.window_frames, self.cfg.n_mfcc), torch.zeros(0, dtype=torch.long)
         windows = np.stack([center_in_window(c.audio, self.window_samples) for c in clips])
         return self.features(windows), labels_tensor(clips)
+
+
+BABBLE_EXCLUDED_KINDS = ("keyword", "confusable", MINED)  # never babble: it could put (part of) the keyword into a negative
+
+
+def babble_sources(clips: Sequence[Clip]) -> list[np.ndarray]:
+    """The audio babble is made of (``augment.p_babble``): speech negatives that are not confusables or mined windows.
+
+    Pass the training split only, so no validation or test voice is heard in training.
+    """
+    return [c.audio for c in clips if c.row.label == NEGATIVE and c.row.kind not in BABBLE_EXCLUDED_KINDS]
 
 
 def labels_tensor(clips: Sequence[Clip]) -> torch.Tensor:

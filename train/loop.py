@@ -64,7 +64,7 @@ from features.audio import sha256_file
 from features.errors import ConfigError, ManifestError
 from train.checkpoint import save_checkpoint
 from train.config import TrainConfig
-from train.dataset import Clip, WindowMaker, check_classes, load_clips
+from train.dataset import Clip, WindowMaker, babble_sources, check_classes, load_clips
 from train.metrics import classification_metrics, per_accent
 from train.models import build_model, count_parameters, model_args_for
 from train.splits import SPLITS, assign_splits, speakers_by_split
@@ -129,7 +129,8 @@ def train(dataset_dir: str | Path, config: TrainConfig, out_dir: str | Path, pro
     for stale in ("metrics.jsonl", "summary.json", "best.pt", "curve.png"):  # a previous run in the same folder
         (out_dir / stale).unlink(missing_ok=True)
     maker = WindowMaker(fcfg, config.window_s, config.augment, config.seed,
-                        noise_clips=[c.audio for c in split_clips["train"] if c.row.label == NOISE], progress=progress)
+                        noise_clips=[c.audio for c in split_clips["train"] if c.row.label == NOISE], progress=progress,
+                        babble_clips=babble_sources(split_clips["train"]) if config.augment.p_babble > 0 else ())
     model_args = model_args_for(config.model_args, fcfg.n_mfcc, fcfg.n_mels, len(labels))
     splits = speakers_by_split(assignment)
     write_json(out_dir / "config.json", _run_config(config, fcfg, maker, labels, model_args, dataset_dir))
@@ -526,7 +527,7 @@ def _run_config(config: TrainConfig, fcfg, maker: WindowMaker, labels, model_arg
     return {
         "train": config.to_dict(), "features": fcfg.to_dict(), "seed": config.seed, "labels": labels,
         "window_samples": maker.window_samples, "window_frames": maker.window_frames, "model_args": model_args,
-        "dataset": str(dataset_dir),
+        "dataset": str(dataset_dir), "babble_clips": len(maker.babble_clips),
         "versions": {"python": platform.python_version(), "torch": torch.__version__, "numpy": np.__version__,
                      "audiomentations": audiomentations.__version__},
     }
