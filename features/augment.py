@@ -239,7 +239,7 @@ class Augmenter:
         self.sample_rate = sample_rate
         self.rng = seed if isinstance(seed, np.random.Generator) else np.random.default_rng(seed)
         self.noise_clips = [np.asarray(c, np.float32) for c in noise_clips if len(c)]
-        self.babble_clips = [np.asarray(c, np.float32) for c in babble_clips if np.any(c)]
+        self.babble_clips = [np.asarray(c, np.float32) for c in babble_clips if len(c)]
         self.rooms = list(rooms)
         c = config
         self._shift = Shift(min_shift=-c.max_shift_s, max_shift=c.max_shift_s, shift_unit="seconds", rollover=False,

@@ -179,6 +179,14 @@ def test_babble_run_records_its_sources_and_trains_on_other_windows(dataset, tmp
     assert babble.history[0]["train_loss"] != plain.history[0]["train_loss"]
 
 
+def test_babble_without_sources_says_so(dataset, tmp_path, caplog):
+    no_sentences = copy_dataset(dataset, tmp_path / "ds", keep=lambda r: r.get("kind") != "sentence")
+    with caplog.at_level(logging.WARNING, logger="kws"):
+        result = train(no_sentences, quick(augment=dataclasses.replace(quick().augment, p_babble=0.5)), tmp_path / "run", progress=False)
+    assert "augment.p_babble is 0.5" in caplog.text and "training without babble" in caplog.text
+    assert json.loads((result.run_dir / "config.json").read_text())["babble_clips"] == 0
+
+
 def test_group_weights_follow_the_worst_group_and_weight_its_loss():
     clips = [_clip("en-GB", 1), _clip("en-GB", 0), _clip("en-x-es", 1), _clip("en-x-es", 0)]
     groups = GroupWeights(clips, step=0.5)

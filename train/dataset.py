@@ -232,11 +232,11 @@ class WindowMaker:
         return self.features(windows), labels_tensor(clips)
 
 
-BABBLE_EXCLUDED_KINDS = ("keyword", "confusable", MINED)  # never babble: it could put (part of) the keyword into a negative
+BABBLE_EXCLUDED_KINDS = ("confusable", MINED)  # negatives never babbled: they could put (part of) the keyword into a negative
 
 
 def babble_sources(clips: Sequence[Clip]) -> list[np.ndarray]:
-    """The audio babble is made of (``augment.p_babble``): speech negatives that are not confusables or mined windows.
+    """The audio babble is made of (``augment.p_babble``): speech negatives (so never keywords) that are not confusables or mined windows.
 
     Pass the training split only, so no validation or test voice is heard in training.
     """

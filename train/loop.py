@@ -128,9 +128,13 @@ def train(dataset_dir: str | Path, config: TrainConfig, out_dir: str | Path, pro
     out_dir.mkdir(parents=True, exist_ok=True)
     for stale in ("metrics.jsonl", "summary.json", "best.pt", "curve.png"):  # a previous run in the same folder
         (out_dir / stale).unlink(missing_ok=True)
+    babble = babble_sources(split_clips["train"]) if config.augment.p_babble > 0 else []
+    if config.augment.p_babble > 0 and not babble:
+        log.warning("augment.p_babble is %g but the training speakers have no speech negatives besides confusables and "
+                    "mined windows (record or synthesise sentences): training without babble", config.augment.p_babble)
     maker = WindowMaker(fcfg, config.window_s, config.augment, config.seed,
                         noise_clips=[c.audio for c in split_clips["train"] if c.row.label == NOISE], progress=progress,
-                        babble_clips=babble_sources(split_clips["train"]) if config.augment.p_babble > 0 else ())
+                        babble_clips=babble)
     model_args = model_args_for(config.model_args, fcfg.n_mfcc, fcfg.n_mels, len(labels))
     splits = speakers_by_split(assignment)
     write_json(out_dir / "config.json", _run_config(config, fcfg, maker, labels, model_args, dataset_dir))
