@@ -46,6 +46,8 @@ def _main(argv: list[str] | None) -> int:
     p.add_argument("--decision-only", action="store_true", help="only the --tune-decision step, on an existing output folder")
     p.add_argument("--voices-only", action="store_true",
                    help="only add the FRR by pitch and spoken length to an existing output folder's report, from its saved test scores")
+    p.add_argument("--accents-only", action="store_true",
+                   help="only measure an existing output folder's per-accent stream again, adding the split by engine to its report")
     p.add_argument("--intervals-only", action="store_true",
                    help="only add the bootstrap interval of each FRR to an existing output folder's report, from its saved test scores")
     p.add_argument("--ensemble", nargs="+", metavar="CONFIG",
@@ -64,6 +66,12 @@ def _main(argv: list[str] | None) -> int:
         from deploy.benchmark_real import add_voice_bands
 
         add_voice_bands(out, args.wake_words)
+        print((out / "report.md").read_text())
+        return 0
+    if args.accents_only:
+        from deploy.benchmark_real import add_accent_engines
+
+        add_accent_engines(out, progress=not args.quiet)
         print((out / "report.md").read_text())
         return 0
     if args.intervals_only:

@@ -120,8 +120,21 @@ def markdown(report: dict) -> str:
                           f"(overall {_pct(a['frr'])}, worst/best {_ratio(a['worst_over_best'])}):", ""]
             lines += _table(["accent", "keywords", "FRR (95% CI)"],
                             [[acc, v["n"], f"{_pct(v['frr'])} ({_pct(v['frr_ci'][0])}-{_pct(v['frr_ci'][1])})"] for acc, v in a["per_accent"].items()])
+            lines += _accent_engine_table(a)
     lines += ["", f"Total time {report['seconds'] / 60:.1f} min."]
     return "\n".join(lines) + "\n"
+
+
+def _accent_engine_table(a: dict) -> list[str]:
+    """Misses / keywords per accent and engine (runs made before the split have none; one engine needs no split)."""
+    engines = list(a.get("per_engine") or {})
+    if len(engines) < 2:
+        return []
+    cells = a["per_accent_engine"]
+    rows = [[acc] + [f"{t[g]['misses']}/{t[g]['n']}" if g in t else "" for g in engines] for acc, t in cells.items()]
+    rows.append(["all accents"] + [f"{_pct(a['per_engine'][g]['frr'])}" for g in engines])
+    return ["", "The same keywords by the engine that spoke them (misses / keywords): an accent missed in one engine only "
+                "is that engine's rendering of it more than the accent.", ""] + _table(["accent"] + engines, rows)
 
 
 def plot_det(report: dict, path: Path) -> Path:

@@ -316,6 +316,32 @@ def test_real_negatives_setting_is_checked():
             BenchConfig.from_dict({"real_negatives": bad})
 
 
+def test_accent_frr_splits_each_accent_by_engine(keyword_model):
+    """Per accent and engine: the one keyword the scores fire on (en-x-es, espeak-ng) is the only hit of its cell, and the
+    report's table shows misses / keywords per cell and each engine's FRR."""
+    from deploy.benchmark_real import accent_frr, engine_of
+    from deploy.benchmark_report import _accent_engine_table
+    from deploy.evaluate import StreamRun
+    from deploy.modelfile import KwsModel
+    from deploy.streams import Event
+
+    info = KwsModel(keyword_model).info
+    cells = [("en-US", "synth-espeak"), ("en-US", "synth-festival"), ("en-x-es", "synth-espeak"), ("en-x-es", "synth-festival")]
+    events = [Event(1.0 + 4 * i, 1.5 + 4 * i, KEYWORD, accent=a, path=f"heldout-1/{s}/{a}/take-{i}.wav") for i, (a, s) in enumerate(cells)]
+    times = np.arange(0, 18, info.hop_s)
+    scores = np.where((times > 9.2) & (times < 9.8), 0.99, 0.01)[:, None].astype(np.float32)  # only the third keyword
+    run = StreamRun(events, 18.0, times, scores, [], 0.0)
+    (a,) = accent_frr(run, info, {"at 0.5": 0.5}).values()
+    assert {acc: t["misses"] for acc, t in a["per_accent"].items()} == {"en-US": 2, "en-x-es": 1}
+    assert {g: (t["n"], t["misses"]) for g, t in a["per_engine"].items()} == {"espeak": (2, 1), "festival": (2, 2)}
+    assert {acc: {g: t["misses"] for g, t in by.items()} for acc, by in a["per_accent_engine"].items()} == \
+        {"en-US": {"espeak": 1, "festival": 1}, "en-x-es": {"espeak": 0, "festival": 1}}
+    table = "\n".join(_accent_engine_table(a))
+    assert "| accent | espeak | festival |" in table and "| en-x-es | 0/1 | 1/1 |" in table and "| all accents | 50.0% | 100.0% |" in table
+    assert _accent_engine_table({**a, "per_engine": {"espeak": a["per_engine"]["espeak"]}}) == []  # one engine: no split
+    assert engine_of("heldout-2/synth-kokoro/en-GB/x.wav") == "kokoro" and engine_of("computer/x.flac") == "other"
+
+
 def test_rotation_of_a_shared_training_calibrates_on_its_training_side_real_speech(tmp_path, tiny_dataset, tiny_run):
     """real_negatives "validation": the rotation uses the one shared model, and its training-side real clips join calibration only.
 
@@ -372,6 +398,13 @@ def test_rotation_of_a_shared_training_calibrates_on_its_training_side_real_spee
                                                               "rotations": [bare], "seconds": 1.0}))
     assert add_intervals(tmp_path / "run")["rotations"][0]["test"]["operating_points"] == ops
     assert "FRR [95% bootstrap interval]" in (tmp_path / "run" / "report.md").read_text()
+    # --accents-only measures the accent stream again: the same stream at the same thresholds gives the same tables.
+    from deploy.benchmark_real import add_accent_engines
+
+    saved = json.loads((tmp_path / "run" / "report.json").read_text())
+    (tmp_path / "run" / "report.json").write_text(json.dumps({**saved, "data": data}))
+    assert add_accent_engines(tmp_path / "run", progress=False)["rotations"][0]["accents"] == rot["accents"]
+    assert set(rot["accents"]["calibrated"]["per_engine"]) == {"espeak"}
 
     # The decision lever (--tune-decision) sees calibration's stream: the same extra background gives the same
     # per-smoothing thresholds, and the pick follows calibration's rule.
