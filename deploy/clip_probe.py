@@ -24,11 +24,13 @@ score), and ask five questions of a finished run:
   (``augment.p_pause`` trains against it).
 - **Are quiet takes missed for their level, or for how they were said?**
   Each clip under the test stream's pink noise bed, set as the stream sets
-  it (``snr_db`` below the clips' mean power, ``deploy.streams``), once at
-  its recorded level and once scaled to the mean power, so that every take
-  is heard at ``snr_db``; the same noise both times. Recall by each clip's
-  own SNR band as recorded (``deploy.voice_bands``): if the quiet bands
-  reach the loud bands' recall at equal level, their level was the cause.
+  it (``snr_db`` below the clips' mean power, ``deploy.streams``), three
+  ways with the same noise: at its recorded level; scaled to the mean
+  power, so that every take is heard at ``snr_db``; and clip and noise
+  raised together until the clip is at the mean power (its SNR as recorded,
+  its level equal). Recall by each clip's own SNR band as recorded
+  (``deploy.voice_bands``): if the quiet bands gain from the second but not
+  the third, their SNR is the cause and not their loudness.
 
 Thresholds are the run's own: the report's 0.5 FA/h operating point on the
 test stream, or the calibrated threshold when no threshold met 0.5 FA/h.
@@ -72,17 +74,24 @@ def _median(values: list[float]) -> float | None:
     return round(float(np.median(values)), 4) if values else None
 
 
-def under_stream_noise(clips: list[np.ndarray], snr_db: float, sample_rate: int, equal_level: bool = False,
+LEVELS = ("as recorded", "at equal level", "mixture at equal level")  # under_stream_noise's ways of setting a clip's level
+
+
+def under_stream_noise(clips: list[np.ndarray], snr_db: float, sample_rate: int, level: str = LEVELS[0],
                        seed: int = NOISE_SEED) -> list[np.ndarray]:
     """Each clip with ``NOISE_PAD_S`` on both sides, under noise ``snr_db`` below the clips' mean (trimmed) power.
 
     That is the level the test stream gives its noise bed, while each clip
-    keeps its recorded level (``deploy.streams.build_stream``). With
-    ``equal_level`` each clip is first scaled to the mean power, so every take
-    is heard at ``snr_db``.
+    keeps its recorded level (``deploy.streams.build_stream``): ``level``
+    "as recorded". "at equal level": each clip is first scaled to the mean
+    power, so every take is heard at ``snr_db``. "mixture at equal level":
+    clip and noise are mixed as recorded, then scaled together so the clip
+    is at the mean power (its SNR as recorded). The same noise every way.
     """
     from deploy.streams import make_noise, speech_power, trim_silence
 
+    if level not in LEVELS:
+        raise ValueError(f"level must be one of {LEVELS}, got {level!r}")
     rng = np.random.default_rng(seed)
     trimmed = [trim_silence(c) for c in clips]
     mean = speech_power(trimmed)
@@ -90,16 +99,17 @@ def under_stream_noise(clips: list[np.ndarray], snr_db: float, sample_rate: int,
     out = []
     for audio, part in zip(clips, trimmed):
         power = speech_power([part])
-        if equal_level and power > 0:
-            audio = audio * np.float32(np.sqrt(mean / power))
-        x = np.concatenate([pad, audio, pad])
+        gain = np.float32(np.sqrt(mean / power)) if power > 0 and level != LEVELS[0] else np.float32(1.0)
+        x = np.concatenate([pad, audio * gain if level == "at equal level" else audio, pad])
         x = x + make_noise(NOISE, len(x), rng) * np.float32(np.sqrt(mean / 10 ** (snr_db / 10)))
+        if level == "mixture at equal level":
+            x = x * gain
         out.append(np.clip(x, -1.0, 1.0).astype(np.float32))
     return out
 
 
 def level_check(model, keywords: list, threshold: float, snr_db: float, progress: bool = True) -> dict:
-    """Recall by own-SNR band under the stream's noise, as recorded and at equal level (the fifth question)."""
+    """Recall by own-SNR band under the stream's noise, at each of ``LEVELS`` (the fifth question)."""
     from deploy.error_clips import keyword_snr
     from deploy.evaluate import EvalClip, clip_pass
     from deploy.voice_bands import SNR_LABELS, snr_band
@@ -108,8 +118,8 @@ def level_check(model, keywords: list, threshold: float, snr_db: float, progress
     own = keyword_snr(keywords, snr_db)
     bands = [snr_band(own[c.row.path]) if own.get(c.row.path) is not None else None for c in keywords]
     recall = {}
-    for name, equal in (("as recorded", False), ("at equal level", True)):
-        noisy = under_stream_noise([c.audio for c in keywords], snr_db, rate, equal_level=equal)
+    for name in LEVELS:
+        noisy = under_stream_noise([c.audio for c in keywords], snr_db, rate, level=name)
         recall[name] = np.array([r["max_score"] for r in clip_pass(
             model, [EvalClip(c.row, a, c.truth) for c, a in zip(keywords, noisy)], progress)]) >= threshold
     out = {}
@@ -172,6 +182,11 @@ def paused_at_dips(audio: np.ndarray, sample_rate: int, pause_s: float) -> np.nd
     return with_pauses(audio, dips, [int(pause_s * sample_rate)] * len(dips))
 
 
+def _levels_of(noise: dict) -> list[str]:
+    """The ``LEVELS`` a probe measured (probes made before the third have two)."""
+    return [k for k in LEVELS if k in noise["recall_by_own_snr"]["all"]]
+
+
 def probe_markdown(name: str, probes: dict[str, dict]) -> str:
     """A table of the checks, one column per rotation."""
     rows = [
@@ -192,8 +207,9 @@ def probe_markdown(name: str, probes: dict[str, dict]) -> str:
     if noise:
         bands = [b for b in noise[0]["recall_by_own_snr"] if all(b in n["recall_by_own_snr"] for n in noise)]
         rows += [(f"under the stream's {noise[0]['noise']} noise at {noise[0]['snr_db']:g} dB, "
-                  f"{'all clips' if band == 'all' else 'own SNR ' + band}: recall as recorded / at equal level",
-                  lambda p, b=band: "{as recorded} / {at equal level} (n={n})".format(**p["in_stream_noise"]["recall_by_own_snr"][b]))
+                  f"{'all clips' if band == 'all' else 'own SNR ' + band}: recall " + " / ".join(_levels_of(noise[0])),
+                  lambda p, b=band: " / ".join(str(p["in_stream_noise"]["recall_by_own_snr"][b][k]) for k in _levels_of(p["in_stream_noise"]))
+                  + " (n={n})".format(**p["in_stream_noise"]["recall_by_own_snr"][b]))
                  for band in bands]
     lines = [f"# Clip probe: {name}", "", "Each real keyword clip streamed alone, clean unless the row says otherwise "
              "(`deploy/clip_probe.py`).", "",

@@ -215,8 +215,10 @@ def test_high_band_share():
 
 
 def test_under_stream_noise_sets_the_streams_noise_level_and_equal_levels():
-    """The noise sits snr_db below the clips' mean trimmed power; at equal level every clip has that mean power."""
+    """The noise sits snr_db below the clips' mean trimmed power; at equal level every clip has that mean power; raised as a
+    mixture, each clip is the as-recorded mixture times the gain that brings the clip to the mean power."""
     from deploy.clip_probe import NOISE_PAD_S, under_stream_noise
+    from deploy.streams import speech_power, trim_silence
 
     rng = np.random.default_rng(3)
     loud = (0.3 * rng.standard_normal(8000)).astype(np.float32)
@@ -224,7 +226,7 @@ def test_under_stream_noise_sets_the_streams_noise_level_and_equal_levels():
     mean = (0.3 ** 2 + 0.03 ** 2) / 2
     pad = int(NOISE_PAD_S * 16000)
     for equal in (False, True):
-        out = under_stream_noise([loud, quiet], 10.0, 16000, equal_level=equal)
+        out = under_stream_noise([loud, quiet], 10.0, 16000, level="at equal level" if equal else "as recorded")
         assert [len(x) for x in out] == [8000 + 2 * pad] * 2
         for x in out:
             assert np.mean(x[:pad] ** 2) == pytest.approx(mean / 10, rel=0.1)  # the bed, 10 dB below the mean power
@@ -236,6 +238,14 @@ def test_under_stream_noise_sets_the_streams_noise_level_and_equal_levels():
     again = under_stream_noise([loud, quiet], 10.0, 16000)
     first = under_stream_noise([loud, quiet], 10.0, 16000)
     assert all(np.array_equal(a, b) for a, b in zip(again, first))  # the same noise each time
+    raised = under_stream_noise([loud, quiet], 10.0, 16000, level="mixture at equal level")
+    trimmed = [trim_silence(c) for c in (loud, quiet)]
+    gains = [np.sqrt(speech_power(trimmed) / speech_power([t])) for t in trimmed]
+    unclipped = [np.abs(f) < 1 for f in first]  # the loud clip's few peaks over full scale were clipped as recorded
+    assert all(np.allclose(r[u], np.clip(f[u] * g, -1, 1), atol=1e-3 * g) for r, f, g, u in zip(raised, first, gains, unclipped))
+    assert gains[1] > 5  # the quiet clip, noise and all, was raised by the gain that brings it to the mean power
+    with pytest.raises(ValueError, match="level must be one of"):
+        under_stream_noise([loud], 10.0, 16000, level="louder")
 
 
 def test_clip_probe_of_a_finished_run(tmp_path, tiny_dataset, keyword_model):
@@ -297,14 +307,14 @@ def test_clip_probe_of_a_finished_run(tmp_path, tiny_dataset, keyword_model):
     own = keyword_snr(keywords, 10.0)
     assert {b: t["n"] for b, t in by_band.items() if b != "all"} == dict(Counter(snr_band(v) for v in own.values()))
     assert by_band["all"]["n"] == 8
-    for equal, key in ((False, "as recorded"), (True, "at equal level")):
-        noisy = under_stream_noise([c.audio for c in keywords], 10.0, 16000, equal_level=equal)
+    for key in ("as recorded", "at equal level", "mixture at equal level"):
+        noisy = under_stream_noise([c.audio for c in keywords], 10.0, 16000, level=key)
         noisy_peaks = np.array([r["max_score"] for r in clip_pass(KwsModel(keyword_model), [
             EvalClip(c.row, a, 1) for c, a in zip(keywords, noisy)], progress=False)])
         assert by_band["all"][key] == pytest.approx(np.mean(noisy_peaks >= 0.5), abs=1e-4)
     md = (out / "clip_probe.md").read_text()
     assert "rotation A" in md and f"{probe['median_peak']}" in md and "pauses of 0.2 s: still detected" in md
-    assert "10 dB, all clips: recall as recorded / at equal level" in md
+    assert "10 dB, all clips: recall as recorded / at equal level / mixture at equal level" in md
 
 
 def test_real_negatives_setting_is_checked():
