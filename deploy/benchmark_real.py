@@ -452,13 +452,13 @@ def accent_frr(run, info, thresholds: dict[str, float]) -> dict:
         hits, fa = _hits_at(run, info, thr)
         keywords = [(e, h == 0) for e, h in zip(run.events, hits) if e.is_keyword]
         table = frr_table((e.accent, missed) for e, missed in keywords)
+        by_cell = [((e.accent, engine_of(e.path)), missed) for e, missed in keywords]  # each path read once
         frrs = [v["frr"] for v in table.values()]
         out[name] = {"threshold": thr, "per_accent": table, "frr": sum(v["misses"] for v in table.values()) / max(1, sum(v["n"] for v in table.values())),
                      "worst": max(frrs), "best": min(frrs),
                      "worst_over_best": (max(frrs) / min(frrs)) if min(frrs) > 0 else (None if max(frrs) > 0 else 1.0),
-                     "per_engine": frr_table((engine_of(e.path), missed) for e, missed in keywords),
-                     "per_accent_engine": {accent: frr_table((engine_of(e.path), missed) for e, missed in keywords if e.accent == accent)
-                                           for accent in table},
+                     "per_engine": frr_table((engine, missed) for (_, engine), missed in by_cell),
+                     "per_accent_engine": {accent: frr_table((g, missed) for (a, g), missed in by_cell if a == accent) for accent in table},
                      "false_accepts": len(fa)}
     return out
 

@@ -74,10 +74,10 @@ def _median(values: list[float]) -> float | None:
     return round(float(np.median(values)), 4) if values else None
 
 
-LEVELS = ("as recorded", "at equal level", "mixture at equal level")  # under_stream_noise's ways of setting a clip's level
+AS_RECORDED, CLIP_RAISED, MIXTURE_RAISED = LEVELS = ("as recorded", "at equal level", "mixture at equal level")  # under_stream_noise's levels
 
 
-def under_stream_noise(clips: list[np.ndarray], snr_db: float, sample_rate: int, level: str = LEVELS[0],
+def under_stream_noise(clips: list[np.ndarray], snr_db: float, sample_rate: int, level: str = AS_RECORDED,
                        seed: int = NOISE_SEED) -> list[np.ndarray]:
     """Each clip with ``NOISE_PAD_S`` on both sides, under noise ``snr_db`` below the clips' mean (trimmed) power.
 
@@ -99,10 +99,10 @@ def under_stream_noise(clips: list[np.ndarray], snr_db: float, sample_rate: int,
     out = []
     for audio, part in zip(clips, trimmed):
         power = speech_power([part])
-        gain = np.float32(np.sqrt(mean / power)) if power > 0 and level != LEVELS[0] else np.float32(1.0)
-        x = np.concatenate([pad, audio * gain if level == "at equal level" else audio, pad])
+        gain = np.float32(np.sqrt(mean / power)) if power > 0 and level != AS_RECORDED else np.float32(1.0)
+        x = np.concatenate([pad, audio * gain if level == CLIP_RAISED else audio, pad])
         x = x + make_noise(NOISE, len(x), rng) * np.float32(np.sqrt(mean / 10 ** (snr_db / 10)))
-        if level == "mixture at equal level":
+        if level == MIXTURE_RAISED:
             x = x * gain
         out.append(np.clip(x, -1.0, 1.0).astype(np.float32))
     return out
