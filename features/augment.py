@@ -71,9 +71,9 @@ And in the features (``train.dataset.WindowMaker.training_epoch``):
    of the augmentation together).
 10. SpecAugment-style masking (Park et al. 2019): one band of up to
    ``max_mask_bands`` adjacent mel bands and one span of up to
-   ``max_mask_frames`` frames of the window's log-mel spectrogram are set to
-   the window's mean log-mel energy before the DCT
-   (``features.mfcc.mask_log_mel``). The model must then recognise the word
+   ``max_mask_frames`` frames of the window's log-mel spectrogram (or its
+   PCEN) are set to the window's mean before the DCT
+   (``features.mfcc.mask_bands``). The model must then recognise the word
    with part of its spectrum or a moment of it missing, so it cannot lean
    on any one band in which clean synthetic voices and real microphones
    differ.
@@ -136,7 +136,7 @@ class AugmentConfig:
     max_mic_eq_db: float = 6.0  # each peaking filter's gain drawn in [-max, +max] dB
     p_warp: float = 0.0  # chance of vocal tract length perturbation (a warped mel filterbank, features.mfcc.mel_filterbank)
     max_warp: float = 0.1  # warp factor drawn in [1 - max, 1 + max], in WARP_STEPS steps
-    p_mask: float = 0.0  # chance of SpecAugment masking of the window's log-mel spectrogram (features.mfcc.mask_log_mel)
+    p_mask: float = 0.0  # chance of SpecAugment masking of the window's log-mel spectrogram (features.mfcc.mask_bands)
     max_mask_bands: int = 6  # width of the masked band of mel bands, drawn in [0, max]
     max_mask_frames: int = 10  # width of the masked span of frames, drawn in [0, max]
     p_pause: float = 0.0  # chance of pauses between the syllables of a clip (syllable_dips)

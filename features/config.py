@@ -20,6 +20,9 @@ from features.errors import ConfigError
 class FeatureConfig:
     """Log-mel cepstral features, as librosa defines them, without centring.
 
+    With ``pcen_s > 0`` the log is replaced by per-channel energy
+    normalisation (``features.mfcc.pcen``) before the same DCT.
+
     ``center=False`` (no padding around the signal) is what lets the streaming
     runtime compute each frame once, from samples it has already seen.
     """
@@ -33,6 +36,7 @@ class FeatureConfig:
     fmin: float = 20.0  # lowest mel band edge, Hz
     fmax: float = 7600.0  # highest mel band edge, Hz
     amin: float = 1e-10  # power floor before 10*log10 (librosa.power_to_db)
+    pcen_s: float = 0.0  # 0: log mel energies (MFCC); > 0: PCEN instead of the log, smoother time constant in seconds
 
     def __post_init__(self) -> None:
         if self.sample_rate <= 0:
@@ -46,6 +50,8 @@ class FeatureConfig:
             raise ConfigError(f"need 0 < n_mfcc <= n_mels, got {self.n_mfcc} > {self.n_mels}")
         if not 0 <= self.fmin < self.fmax <= self.sample_rate / 2:
             raise ConfigError(f"need 0 <= fmin < fmax <= sample_rate/2, got {self.fmin}..{self.fmax}")
+        if not self.pcen_s >= 0:
+            raise ConfigError(f"pcen_s must be 0 (log mel) or a positive time constant in seconds, got {self.pcen_s}")
 
     @property
     def win_length(self) -> int:

@@ -12,6 +12,13 @@ Two entry points:
   ``(..., n_frames, n_mfcc)``; used on training batches.
 - ``StreamingMfcc(cfg).push(chunk)``: audio in chunks of any length, returns only
   the frames completed by that chunk, so each frame is computed exactly once.
+
+With ``cfg.pcen_s > 0`` the log of the mel energies is replaced by PCEN
+(per-channel energy normalisation, Wang et al. 2017, as ``librosa.pcen``
+computes it): each band divided by its own recent average and root-compressed,
+an automatic gain per band that flattens a steady noise floor to about zero
+while onsets stand out. A whole signal starts the average at its first frame;
+a stream carries it from chunk to chunk.
 """
 
 from __future__ import annotations
@@ -74,6 +81,43 @@ def dct_matrix(n_out: int, n_in: int) -> np.ndarray:
     return m
 
 
+PCEN_GAIN, PCEN_BIAS, PCEN_POWER, PCEN_EPS = 0.98, 2.0, 0.5, 1e-6  # librosa.pcen's defaults
+PCEN_BLOCK = 128  # frames smoothed per matrix product; longer signals go block by block
+
+
+def pcen_weight(cfg: FeatureConfig) -> float:
+    """The smoother's weight ``b`` of each new frame, from the time constant as ``librosa.pcen`` derives it."""
+    t_frames = cfg.pcen_s * cfg.sample_rate / cfg.hop_length
+    return float((np.sqrt(1 + 4 * t_frames**2) - 1) / (2 * t_frames**2))
+
+
+def pcen(power: np.ndarray, b: float, last: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """PCEN of mel power ``(..., frames, n_mels)``; returns it and the smoother's last value ``(..., n_mels)``.
+
+    The smoother is ``M[t] = (1 - b) M[t-1] + b E[t]``, started from ``last``
+    (the previous chunk's return value) or, without it, as if the frames
+    before the first had its energy (``M[0] = E[0]``). The recursion is
+    written as a matrix product per block of frames, ``M = W @ E + decay *
+    last``, because a Python loop over frames would cost more than the FFT on
+    training batches.
+    """
+    power = np.asarray(power, np.float32)
+    n = min(power.shape[-2], PCEN_BLOCK)
+    lag = np.arange(n)[:, None] - np.arange(n)[None, :]
+    weights = np.where(lag >= 0, b * (1 - b) ** np.maximum(lag, 0), 0.0).astype(np.float32)  # lower triangular
+    decay = ((1 - b) ** np.arange(1, n + 1)).astype(np.float32)[:, None]
+    prev = power[..., 0, :] if last is None else np.asarray(last, np.float32)
+    smooth = np.empty_like(power)
+    for start in range(0, power.shape[-2], PCEN_BLOCK):
+        block = power[..., start : start + PCEN_BLOCK, :]
+        k = block.shape[-2]
+        smooth[..., start : start + k, :] = weights[:k, :k] @ block + decay[:k] * prev[..., None, :]
+        prev = smooth[..., start + k - 1, :]
+    gain = (smooth + np.float32(PCEN_EPS)) ** np.float32(-PCEN_GAIN)
+    out = (power * gain + np.float32(PCEN_BIAS)) ** np.float32(PCEN_POWER) - np.float32(PCEN_BIAS**PCEN_POWER)
+    return out.astype(np.float32, copy=False), prev.copy()
+
+
 def analysis_window(cfg: FeatureConfig) -> np.ndarray:
     """Periodic Hann of ``win_length`` samples, zero-padded to ``n_fft``, centred."""
     n = np.arange(cfg.win_length)
@@ -100,27 +144,34 @@ class Mfcc:
         self.window = analysis_window(cfg).astype(np.float32)
         self.mel = mel_filterbank(cfg, warp).T.astype(np.float32)  # (n_bins, n_mels); warp: see mel_filterbank
         self.dct = dct_matrix(cfg.n_mfcc, cfg.n_mels).T.astype(np.float32)  # (n_mels, n_mfcc)
-        self.dct_db = (10.0 * self.dct).astype(np.float32)  # 10 * log10 folded into the DCT (it is linear)
+        # The DCT applied to the compressed bands: for the log, 10 * log10 is folded into it (it is linear).
+        self.dct_out = (self.dct if cfg.pcen_s else 10.0 * self.dct).astype(np.float32)
         self.log_amin = np.float32(cfg.amin)
+        self.pcen_b = pcen_weight(cfg) if cfg.pcen_s else 0.0
 
-    def frames_to_log_mel(self, frames: np.ndarray) -> np.ndarray:
-        """Raw frames ``(..., n_fft)`` to ``log10`` mel energies ``(..., n_mels)``; the DCT of ``10 *`` these is the MFCC.
+    def frames_to_bands(self, frames: np.ndarray, last: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray | None]:
+        """Raw frames ``(..., n_fft)`` to compressed mel bands ``(..., n_mels)``: ``log10`` energies, or PCEN.
 
-        Written for few numpy calls: the streaming detector calls it every
-        chunk on about ten frames, where each call's overhead costs more than
-        its arithmetic.
+        Returns the bands and the PCEN smoother's last value to pass as
+        ``last`` with the next frames of the same stream (None for the log,
+        which has no state). Written for few numpy calls: the streaming
+        detector calls it every chunk on about ten frames, where each call's
+        overhead costs more than its arithmetic.
         """
         spectrum = np.fft.rfft(frames * self.window, axis=-1)
         power = np.abs(spectrum)  # |X|, then squared in place: two calls and one array for the power spectrum
         np.square(power, out=power)
         mel = power.astype(np.float32, copy=False) @ self.mel
+        if self.pcen_b:
+            return pcen(mel, self.pcen_b, last)
         np.maximum(mel, self.log_amin, out=mel)
         np.log10(mel, out=mel)
-        return mel
+        return mel, None
 
-    def frames_to_mfcc(self, frames: np.ndarray) -> np.ndarray:
-        """Raw frames ``(..., n_fft)`` to MFCC ``(..., n_mfcc)``."""
-        return (self.frames_to_log_mel(frames) @ self.dct_db).astype(np.float32, copy=False)
+    def frames_to_mfcc(self, frames: np.ndarray, last: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray | None]:
+        """Raw frames ``(..., n_fft)`` to MFCC ``(..., n_mfcc)``, and the smoother state as ``frames_to_bands`` returns it."""
+        bands, last = self.frames_to_bands(frames, last)
+        return (bands @ self.dct_out).astype(np.float32, copy=False), last
 
     def frames(self, y: np.ndarray) -> np.ndarray:
         """Signals ``(..., n_samples)`` as frames ``(..., n_frames, n_fft)``: a strided view, no copy."""
@@ -134,30 +185,30 @@ class Mfcc:
         )
 
     def masked(self, y: np.ndarray, bands: np.ndarray, spans: np.ndarray) -> np.ndarray:
-        """MFCC of windows ``(n, n_samples)`` with their log-mel masked first (training only, ``mask_log_mel``)."""
+        """MFCC of windows ``(n, n_samples)`` with their compressed mel bands masked first (training only, ``mask_bands``)."""
         if self.cfg.n_frames(y.shape[-1]) == 0:
             return self(y)
-        log_mel = mask_log_mel(self.frames_to_log_mel(self.frames(y)), bands, spans)
-        return (log_mel @ self.dct_db).astype(np.float32, copy=False)
+        mel = mask_bands(self.frames_to_bands(self.frames(y))[0], bands, spans)
+        return (mel @ self.dct_out).astype(np.float32, copy=False)
 
     def __call__(self, y: np.ndarray) -> np.ndarray:
         y = np.asarray(y, dtype=np.float32)
         if self.cfg.n_frames(y.shape[-1]) == 0:
             return np.zeros(y.shape[:-1] + (0, self.cfg.n_mfcc), np.float32)
-        return self.frames_to_mfcc(self.frames(y))
+        return self.frames_to_mfcc(self.frames(y))[0]
 
 
-def mask_log_mel(log_mel: np.ndarray, bands: np.ndarray, spans: np.ndarray) -> np.ndarray:
-    """SpecAugment masks: in window ``i`` of ``log_mel`` ``(n, frames, n_mels)``, mel bands
-    ``bands[i, 0]:bands[i, 1]`` and frames ``spans[i, 0]:spans[i, 1]`` are set to the window's mean
+def mask_bands(mel: np.ndarray, bands: np.ndarray, spans: np.ndarray) -> np.ndarray:
+    """SpecAugment masks: in window ``i`` of the compressed mel bands ``mel`` ``(n, frames, n_mels)``,
+    bands ``bands[i, 0]:bands[i, 1]`` and frames ``spans[i, 0]:spans[i, 1]`` are set to the window's mean
     (a copy; empty ranges mask nothing).
 
     The mean, not zero or silence: a masked stretch then carries no
     information but no sharp edge either, like the zero of SpecAugment's
     normalised features.
     """
-    out = log_mel.copy()
-    fill = log_mel.mean(axis=(1, 2))
+    out = mel.copy()
+    fill = mel.mean(axis=(1, 2))
     for i, ((b0, b1), (t0, t1)) in enumerate(zip(bands, spans)):
         out[i, :, b0:b1] = fill[i]
         out[i, t0:t1, :] = fill[i]
@@ -168,8 +219,9 @@ class StreamingMfcc:
     """MFCC of a stream, computed once per frame as audio arrives in chunks.
 
     Keeps the samples not yet consumed by a complete frame (fewer than ``n_fft``
-    once a frame has been emitted), so the frames returned over any sequence
-    of chunks equal ``Mfcc(cfg)`` of their concatenation.
+    once a frame has been emitted), and PCEN's smoother, so the frames
+    returned over any sequence of chunks equal ``Mfcc(cfg)`` of their
+    concatenation.
     """
 
     def __init__(self, cfg: FeatureConfig):
@@ -181,6 +233,7 @@ class StreamingMfcc:
         """Forget all buffered audio."""
         self._buf = np.zeros(4 * self.cfg.n_fft, np.float32)  # grows for chunks longer than it
         self._n = 0  # samples held, not yet consumed by a complete frame: _buf[:_n]
+        self._last = None  # PCEN smoother after the last frame (None before the first, and always for the log)
 
     def push(self, chunk: np.ndarray) -> np.ndarray:
         """Add samples; return the frames they complete, shape ``(k, n_mfcc)``."""
@@ -195,7 +248,7 @@ class StreamingMfcc:
         n_frames = self.cfg.n_frames(n)
         if n_frames == 0:
             return np.zeros((0, self.cfg.n_mfcc), np.float32)
-        feats = self._mfcc(self._buf[: self.cfg.samples_for_frames(n_frames)])
+        feats, self._last = self._mfcc.frames_to_mfcc(self._mfcc.frames(self._buf[: self.cfg.samples_for_frames(n_frames)]), self._last)
         consumed = n_frames * self.cfg.hop_length
         self._buf[: n - consumed] = self._buf[consumed:n]  # the samples of frames still to come (< n_fft)
         self._n = n - consumed

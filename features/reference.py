@@ -31,5 +31,14 @@ def mfcc_librosa(y: np.ndarray, cfg: FeatureConfig) -> np.ndarray:
         htk=False,
         norm="slaney",
     )
+    if cfg.pcen_s:  # librosa starts its smoother at zero; ours starts at the first frame (``features.mfcc.pcen``)
+        import scipy.signal
+
+        from features.mfcc import pcen_weight
+
+        b = pcen_weight(cfg)
+        zi = scipy.signal.lfilter_zi([b], [1, b - 1]) * power[:, :1]
+        bands = librosa.pcen(power, sr=cfg.sample_rate, hop_length=cfg.hop_length, time_constant=cfg.pcen_s, zi=zi)
+        return librosa.feature.mfcc(S=bands, n_mfcc=cfg.n_mfcc, dct_type=2, norm="ortho").T
     log_mel = librosa.power_to_db(power, ref=1.0, amin=cfg.amin, top_db=None)
     return librosa.feature.mfcc(S=log_mel, n_mfcc=cfg.n_mfcc, dct_type=2, norm="ortho").T

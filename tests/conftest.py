@@ -73,6 +73,21 @@ def stream_run(tiny_dataset, tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
+def pcen_model(tiny_dataset, tmp_path_factory) -> Path:
+    """configs/tiny.json with PCEN instead of the log (``features.pcen_s`` 0.4 s), trained and exported at 0.5."""
+    import json
+
+    from deploy.export import export_model
+    from train.config import TrainConfig
+    from train.loop import train
+
+    tiny = json.loads((REPO / "configs" / "tiny.json").read_text())
+    run = train(tiny_dataset, TrainConfig.from_dict({**tiny, "features": {"pcen_s": 0.4}}),
+                tmp_path_factory.mktemp("pcen_run") / "train", progress=False)
+    return export_model(run.checkpoint, Path(run.checkpoint).parent.parent / "model.onnx", threshold=0.5)
+
+
+@pytest.fixture(scope="session")
 def stream_model(stream_run) -> Path:
     """The streaming run exported (window graph, streaming graph, both checks) at a fixed threshold of 0.5."""
     from deploy.export import export_model

@@ -256,13 +256,13 @@ def torch_equal(a, b) -> bool:
     return bool((a == b).all())
 
 
-def test_mask_log_mel_sets_the_masked_band_and_span_to_the_window_mean():
-    from features.mfcc import mask_log_mel
+def test_mask_bands_sets_the_masked_band_and_span_to_the_window_mean():
+    from features.mfcc import mask_bands
 
     rng = np.random.default_rng(0)
     log_mel = rng.normal(size=(3, 20, 8)).astype(np.float32)
     before = log_mel.copy()
-    out = mask_log_mel(log_mel, np.array([[2, 5], [0, 0], [7, 8]]), np.array([[0, 0], [4, 9], [19, 20]]))
+    out = mask_bands(log_mel, np.array([[2, 5], [0, 0], [7, 8]]), np.array([[0, 0], [4, 9], [19, 20]]))
     keep = np.ones_like(log_mel, bool)
     keep[0, :, 2:5] = keep[1, 4:9, :] = keep[2, :, 7:8] = keep[2, 19:20, :] = False
     assert np.array_equal(out[keep], log_mel[keep])  # everything else untouched

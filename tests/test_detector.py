@@ -63,11 +63,13 @@ def short_stream():
     return audio, segments
 
 
-@pytest.mark.parametrize("which", ["keyword_model", "stream_model"])  # the window path, and the streaming path with carried state
+# The window path, the streaming path with carried state, and PCEN features (whose smoother the front end carries).
+@pytest.mark.parametrize("which", ["keyword_model", "stream_model", "pcen_model"])
 def test_detections_and_scores_do_not_depend_on_chunk_size(which, request, short_stream):
     audio, segments = short_stream
     model = KwsModel(request.getfixturevalue(which))
     assert (model.stream is not None) == (which == "stream_model")
+    assert (model.info.feature_config.pcen_s > 0) == (which == "pcen_model")
     results = {}
     for chunk in (1, 160, 1000, 4000, len(audio)):  # the whole signal at once: the buffers grow
         detector = Detector(model, record_scores=True)
@@ -84,10 +86,11 @@ def test_detections_and_scores_do_not_depend_on_chunk_size(which, request, short
         np.testing.assert_allclose(s, scores, atol=1e-5, err_msg=f"chunk {chunk}")
 
 
-def test_streaming_scores_equal_whole_signal_scoring(keyword_model, short_stream):
+@pytest.mark.parametrize("which", ["keyword_model", "pcen_model"])
+def test_streaming_scores_equal_whole_signal_scoring(which, request, short_stream):
     """Each hop scores exactly the window that offline MFCC of the whole signal gives."""
     audio, _ = short_stream
-    model = KwsModel(keyword_model)
+    model = KwsModel(request.getfixturevalue(which))
     info = model.info
     detector = Detector(model, record_scores=True)
     detector.process(audio, chunk_size=777)

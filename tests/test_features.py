@@ -40,26 +40,42 @@ def test_dct_matches_scipy():
     np.testing.assert_allclose(x @ dct_matrix(20, 40).T, ref, atol=1e-10)
 
 
-@pytest.mark.parametrize("cfg", [FeatureConfig(), FeatureConfig(n_mfcc=13, n_mels=32, win_s=0.032, hop_s=0.02, fmax=8000.0)])
+PCEN = FeatureConfig(pcen_s=0.4)
+
+
+@pytest.mark.parametrize("cfg", [FeatureConfig(), FeatureConfig(n_mfcc=13, n_mels=32, win_s=0.032, hop_s=0.02, fmax=8000.0), PCEN])
 def test_mfcc_matches_librosa_on_speech(speech, cfg):
     ours, ref = Mfcc(cfg)(speech), mfcc_librosa(speech, cfg)
     assert ours.shape == ref.shape == (cfg.n_frames(len(speech)), cfg.n_mfcc)
     np.testing.assert_allclose(ours, ref, rtol=RTOL, atol=ATOL)
 
 
-def test_mfcc_matches_librosa_on_quiet_and_silent_audio(speech):
-    cfg = FeatureConfig()
+@pytest.mark.parametrize("cfg", [FeatureConfig(), PCEN])
+def test_mfcc_matches_librosa_on_quiet_and_silent_audio(speech, cfg):
     y = np.concatenate([speech * 1e-3, np.zeros(8000, np.float32)])
     np.testing.assert_allclose(Mfcc(cfg)(y), mfcc_librosa(y, cfg), rtol=RTOL, atol=ATOL)
 
 
-@pytest.mark.parametrize("chunk", [1, 7, 160, 1000, 4000])
-def test_streaming_equals_batch(speech, chunk):
-    cfg = FeatureConfig()
+@pytest.mark.parametrize("cfg", [FeatureConfig(), PCEN])
+@pytest.mark.parametrize("chunk", [1, 7, 160, 1000, 4000, 30000])
+def test_streaming_equals_batch(speech, chunk, cfg):
     stream = StreamingMfcc(cfg)
     y = speech[:20000]
     frames = np.concatenate([stream.push(y[i : i + chunk]) for i in range(0, len(y), chunk)])
     np.testing.assert_allclose(frames, Mfcc(cfg)(y), rtol=RTOL, atol=ATOL)
+
+
+def test_pcen_takes_out_the_level_that_the_log_keeps(speech):
+    """PCEN divides each band by its own recent average: the same speech in the same noise 20 dB quieter
+    gives nearly the same features, where the log's shift by 20 dB in every band moves c0 by far more."""
+    noisy = speech + 0.01 * np.random.default_rng(0).normal(size=len(speech)).astype(np.float32)
+    for cfg, most in ((PCEN, 0.15), (FeatureConfig(), None)):
+        loud, quiet = Mfcc(cfg)(noisy), Mfcc(cfg)(0.1 * noisy)
+        change = np.linalg.norm(loud - quiet) / np.linalg.norm(loud)
+        if most is not None:
+            assert change < most
+        else:
+            np.testing.assert_allclose(loud[:, 0] - quiet[:, 0], 20 * np.sqrt(40), rtol=1e-3)  # 20 dB in each of 40 bands, orthonormal c0
 
 
 def test_batch_shape_and_short_input():
@@ -72,6 +88,8 @@ def test_config_validation_and_roundtrip():
     cfg = FeatureConfig(n_mfcc=13)
     assert FeatureConfig.from_dict(cfg.to_dict()) == cfg
     assert cfg.digest() != FeatureConfig().digest()
+    with pytest.raises(ConfigError, match="pcen_s"):
+        FeatureConfig(pcen_s=-0.1)
     with pytest.raises(ConfigError, match="n_mfcc"):
         FeatureConfig(n_mfcc=50, n_mels=40)
     with pytest.raises(ConfigError, match="hop"):

@@ -347,6 +347,8 @@ def test_config_round_trips_and_refuses_bad_input(tmp_path):
         '{"model_args": {"dropout": 2.0}}': "dropout",
         '{"model_args": {"kernel": "9"}}': "model_args",
         '{"features": {"n_mfcc": 99}}': "features",
+        '{"features": {"pcen_s": -1}}': "pcen_s",
+        '{"features": {"pcen_s": 0.4}, "model_args": {"denoise": true}}': "denoise",
         '{"augment": {"p_gain": 2}}': "augment.p_gain",
         '{"val_fraction": 0}': "val_fraction",
         '{"ema_decay": 1.0}': "ema_decay",

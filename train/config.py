@@ -124,6 +124,9 @@ class TrainConfig:
         if self.monitor not in MONITORS:
             raise ConfigError(f"monitor must be one of {', '.join(MONITORS)}, got {self.monitor!r}")
         cfg = self.feature_config()
+        if cfg.pcen_s and self.model_args.get("denoise"):
+            raise ConfigError("model_args.denoise subtracts noise from log-mel bands in dB; it cannot follow PCEN (features.pcen_s > 0), "
+                              "which already normalises each band by its own level: use one of them")
         if cfg.n_frames(int(self.window_s * cfg.sample_rate)) < 8:
             raise ConfigError(f"window_s={self.window_s} gives fewer than 8 feature frames; use a longer window")
         _check_model_args(self, cfg)

@@ -163,7 +163,7 @@ class WindowMaker:
         """``(n, window_samples)`` audio to a ``(n, window_frames, n_mfcc)`` float32 tensor.
 
         ``warps``: one vocal-tract warp factor per window (one of ``self.warps``; 1 = none).
-        ``masks``: per window, the mel bands and the frames to mask (``features.mfcc.mask_log_mel``), or None.
+        ``masks``: per window, the mel bands and the frames to mask (``features.mfcc.mask_bands``), or None.
         """
         out = np.empty((len(windows), self.window_frames, self.cfg.n_mfcc), np.float32)
         warps = np.ones(len(windows)) if warps is None else warps
