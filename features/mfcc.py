@@ -23,6 +23,8 @@ a stream carries it from chunk to chunk.
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 
 from features.config import FeatureConfig
@@ -91,6 +93,19 @@ def pcen_weight(cfg: FeatureConfig) -> float:
     return float((np.sqrt(1 + 4 * t_frames**2) - 1) / (2 * t_frames**2))
 
 
+@functools.lru_cache(maxsize=8)
+def _pcen_matrices(b: float) -> tuple[np.ndarray, np.ndarray]:
+    """The smoother over one block: ``W[t, k] = b (1 - b)^(t - k)`` for ``k <= t``, and ``decay[t] = (1 - b)^(t + 1)``.
+
+    Made once per weight (the listener smooths every chunk); any shorter block uses their top-left corner.
+    """
+    lag = np.arange(PCEN_BLOCK)[:, None] - np.arange(PCEN_BLOCK)[None, :]
+    weights = np.where(lag >= 0, b * (1 - b) ** np.maximum(lag, 0), 0.0).astype(np.float32)
+    decay = ((1 - b) ** np.arange(1, PCEN_BLOCK + 1)).astype(np.float32)[:, None]
+    weights.flags.writeable = decay.flags.writeable = False
+    return weights, decay
+
+
 def pcen(power: np.ndarray, b: float, last: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
     """PCEN of mel power ``(..., frames, n_mels)``; returns it and the smoother's last value ``(..., n_mels)``.
 
@@ -102,10 +117,7 @@ def pcen(power: np.ndarray, b: float, last: np.ndarray | None = None) -> tuple[n
     training batches.
     """
     power = np.asarray(power, np.float32)
-    n = min(power.shape[-2], PCEN_BLOCK)
-    lag = np.arange(n)[:, None] - np.arange(n)[None, :]
-    weights = np.where(lag >= 0, b * (1 - b) ** np.maximum(lag, 0), 0.0).astype(np.float32)  # lower triangular
-    decay = ((1 - b) ** np.arange(1, n + 1)).astype(np.float32)[:, None]
+    weights, decay = _pcen_matrices(b)
     prev = power[..., 0, :] if last is None else np.asarray(last, np.float32)
     smooth = np.empty_like(power)
     for start in range(0, power.shape[-2], PCEN_BLOCK):
