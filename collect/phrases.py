@@ -9,10 +9,11 @@ offered: acoustically they are the keyword.
 
 Random-word sentences (:func:`random_word_sentences`) string common English
 words together in random order. A hundred shipped sentences hold a few
-hundred word boundaries; a detector's false accepts in long speech come from
-sounds across word boundaries it never heard ("the old clock in the hall"
-woke the real-speech benchmark's models more than any other sentence), and
-random sequences of common words bring thousands of new ones.
+hundred word sequences, and a detector's false accepts in long speech come
+from sequences it never heard: in 8 of 10 test rotations of the real-speech
+benchmark's best recipe, the one false accept allowed at 0.5 per hour fell in
+the same unseen sentence, "The old clock in the hall has not worked for
+years". Random sequences of common words bring thousands of new ones.
 """
 
 from __future__ import annotations
