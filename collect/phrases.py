@@ -11,7 +11,7 @@ Random-word sentences (:func:`random_word_sentences`) string common English
 words together in random order. A hundred shipped sentences hold a few
 hundred word sequences, and a detector's false accepts in long speech come
 from sequences it never heard: in 8 of 10 test rotations of the real-speech
-benchmark's best recipe, the one false accept allowed at 0.5 per hour fell in
+benchmark's 80% pause recipe, the one false accept allowed at 0.5 per hour fell in
 the same unseen sentence, "The old clock in the hall has not worked for
 years". Random sequences of common words bring thousands of new ones.
 """
