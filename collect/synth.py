@@ -56,6 +56,7 @@ SESSION = "synth-espeak"
 SESSIONS = {"espeak": SESSION, "piper": "synth-piper", "flite": "synth-flite", "kokoro": "synth-kokoro",  # engine -> its session folder
             "festival": "synth-festival"}
 DEVICES = {"espeak": ENGINE, "piper": "piper", "flite": "flite", "kokoro": "kokoro", "festival": "festival"}  # engine -> the manifest's device field
+WORDS_STREAM = 7  # seeds a voice's random-word sentences apart from its other prompts (any constant would do)
 
 # accent tag -> espeak-ng voice. Tags follow BCP 47; "en-x-<lang>" is English read by a <lang> voice.
 ACCENTS: dict[str, str] = {
@@ -215,12 +216,16 @@ def coloured_noise(n: int, rng: np.random.Generator, exponent: float) -> np.ndar
     return noise.astype(np.float32)
 
 
-def _prompts(phrase: str, voice_rng: np.random.Generator, takes: int, n_confusables: int, n_sentences: int) -> list[tuple[str, str, str]]:
-    """(label, kind, text) of one speaker's takes."""
+def _prompts(phrase: str, voice_rng: np.random.Generator, takes: int, n_confusables: int, n_sentences: int,
+             n_word_sentences: int = 0, words_rng: np.random.Generator | None = None) -> list[tuple[str, str, str]]:
+    """(label, kind, text) of one speaker's takes; the random-word sentences come last, drawn from their own
+    generator, so asking for them leaves the speaker's other prompts as they were."""
     endings = ["", ".", "!", "?", ","]
     out = [(phrase, "keyword", phrase + endings[int(voice_rng.integers(len(endings)))]) for _ in range(takes)]
     out += [(NEGATIVE, "confusable", t) for t in phrases.confusables(phrase, n_confusables, voice_rng)]
     out += [(NEGATIVE, "sentence", t) for t in phrases.sentences(phrase, n_sentences, voice_rng)]
+    if n_word_sentences:
+        out += [(NEGATIVE, "sentence", t) for t in phrases.random_word_sentences(phrase, n_word_sentences, words_rng)]
     return out
 
 
@@ -233,21 +238,26 @@ def synthesize_dataset(
     takes_per_voice: int = 8,
     n_confusables: int = 8,
     n_sentences: int = 6,
+    n_word_sentences: int = 0,
     n_noise: int | None = None,
     seed: int = 0,
     engine: str = "espeak",
     piper_voices: str = "warp",
+    session: str | None = None,
     overwrite: bool = False,
     progress: bool = True,
 ) -> Path:
     """Write a synthetic session into ``dataset`` and return its manifest path.
 
     Each voice speaks the phrase ``takes_per_voice`` times, ``n_confusables``
-    hard negatives and ``n_sentences`` ordinary sentences; ``n_noise`` noise
-    clips (default: one per voice) are added. ``engine`` is "espeak",
+    hard negatives, ``n_sentences`` ordinary sentences and ``n_word_sentences``
+    sentences of random common words (``collect.phrases.random_word_sentences``:
+    text far more varied than the shipped sentences, for false accepts to
+    learn from); ``n_noise`` noise clips (default: one per voice) are added. ``engine`` is "espeak",
     "piper", "flite", "kokoro" or "festival"; each writes its own session (``piper_voices``: the
     Piper speaker recipe, ``collect.piper_tts.VOICES``). Only that session folder is replaced
-    with ``overwrite``; recorded sessions beside it are never touched.
+    with ``overwrite``; recorded sessions beside it are never touched. ``session``
+    names the session folder instead of ``synth-<engine>`` (for a second session of one engine).
     """
     from tqdm import tqdm
 
@@ -257,19 +267,23 @@ def synthesize_dataset(
     voices = engine_voices(engine, accents, n_voices_per_accent, seed, piper_voices)
     if not voices:  # Flite speaks only its own accents
         raise ConfigError(f"the {engine} engine has no voice for accent(s) {', '.join(accents)}; nothing was written")
-    session = SESSIONS[engine]
+    session = session or SESSIONS[engine]
+    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", session):
+        raise ConfigError(f"session name {session!r}: use letters, digits, '.', '_' and '-' only (it is a folder name)")
     session_dir = Path(dataset) / session
     if session_dir.exists():
         if not overwrite:
             raise ConfigError(f"{session_dir} already exists; pass --overwrite to replace the synthetic session")
         shutil.rmtree(session_dir)
     n_noise = len(voices) if n_noise is None else n_noise
-    total = len(voices) * (takes_per_voice + n_confusables + n_sentences) + n_noise
+    total = len(voices) * (takes_per_voice + n_confusables + n_sentences + n_word_sentences) + n_noise
     created = now_iso()
     with ManifestWriter(dataset, session) as writer, tqdm(total=total, desc=f"synthesising ({engine})", unit="clip", disable=not progress) as bar:
         for voice in voices:
             rng = np.random.default_rng([seed, *map(ord, voice.speaker)])
-            for i, (label, kind, text) in enumerate(_prompts(phrase, rng, takes_per_voice, n_confusables, n_sentences)):
+            words_rng = np.random.default_rng([seed, *map(ord, voice.speaker), WORDS_STREAM])
+            prompts = _prompts(phrase, rng, takes_per_voice, n_confusables, n_sentences, n_word_sentences, words_rng)
+            for i, (label, kind, text) in enumerate(prompts):
                 audio = take(text, voice, rng)
                 rel = f"{session}/{voice.accent}/{voice.speaker}-{kind}-{i:03d}.wav"
                 write_clip(writer, dataset, rel, audio, ClipRow(

@@ -271,7 +271,7 @@ def _synth_sessions(cache: Path, kind: str, engines: tuple, params: dict, progre
     returned folder links the sessions it combines. ``engine_synth`` changes
     some engines' own arguments (``BenchConfig.engine_synth``).
     """
-    from collect.synth import SESSIONS, synthesize_dataset
+    from collect.synth import synthesize_dataset
 
     engine_synth = engine_synth or {}
     per_engine = {engine: {**_engine_params(engine, params), **engine_synth.get(engine, {})} for engine in engines}
@@ -281,14 +281,34 @@ def _synth_sessions(cache: Path, kind: str, engines: tuple, params: dict, progre
     folder = cache / f"{kind}-{_digest(_key({**shared, 'engines': list(engines), **per_engine.get('piper', {})}))}"
     folder.mkdir(parents=True, exist_ok=True)
     for engine, own in per_engine.items():
-        made = cache / f"{kind}-{engine}-{_digest(_key(own))}"
-        if not _done(made):
-            synthesize_dataset(made, overwrite=True, progress=progress, engine=engine, **own)
-            _mark_done(made, {**own, "engine": engine})
-        link = folder / SESSIONS[engine]
-        if not (link.exists() or link.is_symlink()):  # a session folder made here by an older version is used as it is
-            os.symlink(os.path.relpath(made / SESSIONS[engine], folder), link)
+        for args, session in _engine_sessions(engine, own):
+            made = cache / f"{kind}-{engine}-{_digest(_key(args))}"
+            if not _done(made):
+                synthesize_dataset(made, overwrite=True, progress=progress, engine=engine, session=session, **args)
+                _mark_done(made, {**args, "engine": engine})
+            link = folder / session
+            if not (link.exists() or link.is_symlink()):  # a session folder made here by an older version is used as it is
+                os.symlink(os.path.relpath(made / session, folder), link)
     return folder
+
+
+def _engine_sessions(engine: str, own: dict) -> list[tuple[dict, str]]:
+    """(synthesis arguments, session folder) of one engine's sessions.
+
+    Random-word sentences (``n_word_sentences``) are a session of their own
+    (``synth-<engine>-words``, the same voices reading only those), so the
+    engine's main session keeps the arguments, and the cache folder, it had
+    without them.
+    """
+    from collect.synth import SESSIONS
+
+    n_words = own.get("n_word_sentences", 0)
+    main = {k: v for k, v in own.items() if k != "n_word_sentences"}
+    sessions = [(main, SESSIONS[engine])]
+    if n_words:
+        words = {**main, "takes_per_voice": 0, "n_confusables": 0, "n_sentences": 0, "n_noise": 0, "n_word_sentences": n_words}
+        sessions.append((words, f"{SESSIONS[engine]}-words"))
+    return sessions
 
 
 def _engine_params(engine: str, params: dict) -> dict:

