@@ -171,6 +171,26 @@ def test_piper_recipe_changes_only_the_piper_cache(tmp_path, monkeypatch):
         assert piper[link] == name
 
 
+def test_random_word_sentences_are_a_session_beside_the_unchanged_training_session(tmp_path):
+    """``synth.n_word_sentences`` adds a ``synth-<engine>-words`` session of the same voices; the engine's main
+    session keeps its cache folder, so a recipe with them synthesises only the new sentences."""
+    from collect.synth import SESSIONS
+    from deploy.benchmark_real import training_synth
+
+    small = {"n_voices_per_accent": 1, "takes_per_voice": 1, "n_confusables": 0, "n_sentences": 1, "seed": 0}
+    without = training_synth(tmp_path, BenchConfig.from_dict({"synth": small}), False)
+    with_words = training_synth(tmp_path, BenchConfig.from_dict({"synth": {**small, "n_word_sentences": 2}}), False)
+    assert with_words != without
+    main = SESSIONS["espeak"]
+    assert sorted(p.name for p in with_words.iterdir()) == [main, f"{main}-words"]
+    assert (with_words / main).resolve() == (without / main).resolve()
+    rows, _ = read_dataset(with_words)
+    words = [r for r in rows if r.session == f"{main}-words"]
+    assert len(words) == 2 * len({r.speaker for r in words}) >= 16  # two per voice, a voice per accent
+    assert {r.speaker for r in words} == {r.speaker for r in rows if r.session == main and r.kind == "keyword"}
+    assert all(r.kind == "sentence" and r.label != KEYWORD and KEYWORD not in r.text.lower() for r in words)
+
+
 def test_training_read_aloud_with_random_words_reads_them_in_its_own_cache_folder(tmp_path):
     """"sentences+words" has the training voices read random-word sentences too, into another cache folder than the shipped text."""
     from collect import phrases

@@ -119,3 +119,30 @@ def test_existing_session_needs_overwrite_and_keeps_other_sessions(small, tmp_pa
                        n_confusables=0, n_sentences=0, n_noise=0, overwrite=True, progress=False)
     assert human.is_dir() and (tmp_path / SESSION / "manifest.jsonl").is_file()
     assert len(load_rows(tmp_path)) == 2
+
+
+def test_random_word_sentences_leave_the_other_prompts_and_can_be_a_session_of_their_own(small, tmp_path):
+    """Asking for random-word sentences adds them after a voice's other takes without changing those; the same
+    voices reading only them into another session (what the benchmark caches) read the same text."""
+    from collect import phrases
+
+    kw = dict(accents=["en-US", "en-x-fr"], n_voices_per_accent=2, seed=3, progress=False)
+    synthesize_dataset(tmp_path / "both", "computer", takes_per_voice=2, n_confusables=2, n_sentences=1, n_word_sentences=2,
+                       n_noise=2, **kw)
+    synthesize_dataset(tmp_path / "apart", "computer", takes_per_voice=0, n_confusables=0, n_sentences=0, n_word_sentences=2,
+                       n_noise=0, session="synth-espeak-words", **kw)
+    plain, both, apart = load_rows(small), load_rows(tmp_path / "both"), load_rows(tmp_path / "apart")
+    shipped = set(phrases.sentence_pool("computer"))
+    added = [r for r in both if r.kind == "sentence" and r.text not in shipped]
+    assert len(added) == 4 * 2 and len(both) == len(plain) + len(added)
+    assert [(r.path, r.text) for r in both if r not in added] == [(r.path, r.text) for r in plain]
+    assert all(r.label == NEGATIVE and "computer" not in r.text.lower() for r in added)
+    assert [(r.speaker, r.text) for r in apart] == [(r.speaker, r.text) for r in added]
+    assert {r.session for r in apart} == {"synth-espeak-words"} and all(r.path.startswith("synth-espeak-words/") for r in apart)
+    assert not check_dataset(tmp_path / "both").problems
+
+
+def test_session_name_must_be_a_plain_folder_name(tmp_path):
+    with pytest.raises(ConfigError, match="session name '../x'"):
+        synthesize_dataset(tmp_path, "computer", accents=["en-US"], n_voices_per_accent=1, session="../x", progress=False)
+    assert not any(tmp_path.iterdir())
