@@ -264,7 +264,7 @@ def _mark_done(folder: Path, params: dict) -> None:
 
 
 def _synth_sessions(cache: Path, kind: str, engines: tuple, params: dict, progress: bool, engine_synth: dict | None = None) -> Path:
-    """A dataset folder holding one synthetic session per engine; returns the folder.
+    """A dataset folder holding one synthetic session per engine (two with random-word sentences); returns the folder.
 
     Each engine's session is made once and cached on its own (``<kind>-<engine>-<digest>``),
     so adding an engine to a config synthesises only that engine; the
