@@ -217,7 +217,7 @@ def coloured_noise(n: int, rng: np.random.Generator, exponent: float) -> np.ndar
 
 
 def _prompts(phrase: str, voice_rng: np.random.Generator, takes: int, n_confusables: int, n_sentences: int,
-             n_word_sentences: int = 0, words_rng: np.random.Generator | None = None) -> list[tuple[str, str, str]]:
+             n_word_sentences: int, words_rng: np.random.Generator) -> list[tuple[str, str, str]]:
     """(label, kind, text) of one speaker's takes; the random-word sentences come last, drawn from their own
     generator, so asking for them leaves the speaker's other prompts as they were."""
     endings = ["", ".", "!", "?", ","]
