@@ -972,6 +972,29 @@ def prepare_data(out_root: Path, cfg: BenchConfig, progress: bool) -> dict:
     return data
 
 
+def _log_like_parent(level: int) -> None:
+    """A spawned worker's logging set up as the script's (``benchmarks/real_speech.py``): messages to stderr at ``level``."""
+    logging.basicConfig(level=level, format="%(message)s")
+
+
+def fresh_process_pool(workers: int) -> ProcessPoolExecutor:
+    """A pool in which every task (synthesis, the shared training, each rotation) runs in a process of its own.
+
+    Why: memory a finished step used is not all handed back to the system
+    while its process lives. In one process, a shared training (about 6 GB
+    at its peak) followed by a rotation's measurement (about 6 GB, most of it
+    the FFT that colours the test stream's noise) reached 10 GB, and three
+    such runs side by side were ended by the kernel's out-of-memory killer.
+    A fresh spawned process per task (``max_tasks_per_child=1``) returns a
+    step's memory when it ends, so a run's peak is its largest step's (two
+    rotations' with ``workers`` 2). Workers log as the parent does.
+    """
+    import multiprocessing
+
+    return ProcessPoolExecutor(max_workers=max(1, workers), mp_context=multiprocessing.get_context("spawn"), max_tasks_per_child=1,
+                               initializer=_log_like_parent, initargs=(logging.getLogger().getEffectiveLevel(),))
+
+
 def run_benchmark(wake_words: str | Path, out_root: str | Path = "runs/bench-real", *, config: BenchConfig | None = None,
                   quick: bool = False, jobs: int = 2, progress: bool = True, resume: bool = False) -> dict:
     """Run every rotation of ``config`` and write ``<out_root>/<name>/report.{json,md}`` and plots; return the report."""
@@ -986,24 +1009,19 @@ def run_benchmark(wake_words: str | Path, out_root: str | Path = "runs/bench-rea
     out = out_root / (cfg.name + ("-quick" if quick else ""))
     out.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
-    data = prepare_data(out_root, cfg, progress)
     cfg_dict = json.loads(json.dumps(asdict(cfg)))
     rotations = list(cfg.rotations)
-    shared = None if cfg.trains_on_real else shared_training(str(out), cfg_dict, data, progress, resume)
-    if jobs > 1 and len(rotations) > 1:
-        import multiprocessing
-
-        with ProcessPoolExecutor(max_workers=min(jobs, len(rotations)), mp_context=multiprocessing.get_context("spawn")) as pool:
+    with fresh_process_pool(min(jobs, len(rotations))) as pool:
+        try:
+            data = pool.submit(prepare_data, out_root, cfg, progress).result()
+            shared = None if cfg.trains_on_real else pool.submit(shared_training, str(out), cfg_dict, data, progress, resume).result()
             futures = [pool.submit(run_rotation, r, str(wake_words), str(out), cfg_dict, data, progress, resume, shared) for r in rotations]
-            try:
-                results = [f.result() for f in futures]
-            except BrokenProcessPool as exc:  # a worker killed from outside, most often by the kernel for memory
-                raise KwsError(f"a rotation's process died ({exc}); the likeliest cause is memory, as each rotation runs in its own "
-                               f"process (a crash in a native library also ends it so: its message is above). The trainings "
-                               f"finished so far are kept in {out}: rerun with --resume, and --jobs 1 to run one rotation at a time"
-                               ) from None
-    else:
-        results = [run_rotation(r, str(wake_words), str(out), cfg_dict, data, progress, resume, shared) for r in rotations]
+            results = [f.result() for f in futures]
+        except BrokenProcessPool as exc:  # a worker killed from outside, most often by the kernel for memory
+            raise KwsError(f"a benchmark step's process died ({exc}); the likeliest cause is memory, as each step runs in its own "
+                           f"process (a crash in a native library also ends it so: its message is above). The trainings "
+                           f"finished so far are kept in {out}: rerun with --resume, and --jobs 1 to run one rotation at a time"
+                           ) from None
     report = {"benchmark": "real-speech", "keyword": KEYWORD, "config": cfg_dict, "quick": quick, "wake_words": str(wake_words),
               "data": data, "rotations": results, "seconds": time.perf_counter() - started}
     if shared:

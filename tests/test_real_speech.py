@@ -564,3 +564,18 @@ def test_script_reports_bad_input_in_one_line(tmp_path):
                          ([str(tmp_path), "--config", str(bad)], "unknown key(s) nme")):
         r = subprocess.run([sys.executable, str(script), *args], capture_output=True, text=True, cwd=script.parents[1], timeout=120)
         assert r.returncode == 2 and needle in r.stderr and "Traceback" not in r.stderr, r.stderr
+
+
+def test_each_benchmark_step_runs_in_a_fresh_process_that_logs_as_the_parent(caplog, capfd):
+    """Steps never share a process (a step's memory is returned when it ends), and their log lines still reach stderr."""
+    import logging
+    import os
+
+    from deploy.benchmark_real import fresh_process_pool
+
+    caplog.set_level(logging.INFO)  # the level the workers are told to log at
+    with fresh_process_pool(1) as pool:
+        pids = [pool.submit(os.getpid).result() for _ in range(3)]
+        pool.submit(logging.getLogger("kws").info, "a message from step %d", 4).result()
+    assert len(set(pids)) == 3 and os.getpid() not in pids
+    assert "a message from step 4" in capfd.readouterr().err
