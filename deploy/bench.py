@@ -412,6 +412,21 @@ def cpu_model() -> str:
     return platform.processor() or platform.machine()
 
 
+def machine_info(packages: bool = False) -> dict:
+    """What a measurement ran on: CPU model, cores, platform, Python and, with ``packages``, every installed distribution's version.
+
+    Why: figures that should repeat can differ between machines (another CPU
+    can round floating point otherwise, another package version can change a
+    result); a report that says where it was made lets two of them be told apart.
+    """
+    info = {"cpu": cpu_model(), "cores": os.cpu_count(), "platform": platform.platform(), "python": sys.version.split()[0]}
+    if packages:
+        from importlib.metadata import distributions
+
+        info["packages"] = dict(sorted((d.metadata["Name"], d.version) for d in distributions() if d.metadata["Name"]))
+    return info
+
+
 def pi4_estimate(ours: dict) -> dict:
     """Expected share of one Raspberry Pi 4 core while listening, from two independent estimates.
 
@@ -559,7 +574,7 @@ def run_bench(
     report = {
         "command": "kws bench " + " ".join(sys.argv[2:]) if sys.argv[1:2] == ["bench"] else None,
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-        "machine": {"cpu": cpu_model(), "cores": os.cpu_count(), "platform": platform.platform(), "python": sys.version.split()[0]},
+        "machine": machine_info(),
         "stream": {"source": stream.source, "duration_s": stream.duration_s, "measured_s": measured.duration_s, "keywords": len(stream.events)},
         "chunk": chunk,
         "rounds": rounds,

@@ -658,7 +658,7 @@ def train_model(out: Path, dataset: Path, cfg: BenchConfig, data: dict, progress
 
 
 def _train_record(result) -> dict:
-    return {"best_epoch": result.best_epoch, "epochs_run": result.epochs_run,
+    return {"best_epoch": result.best_epoch, "epochs_run": result.epochs_run, "data_digest": result.data_digest,
             "val_metrics": {k: result.val_metrics.get(k) for k in ("accuracy", "f1", "recall_at_far")}, "seconds": result.seconds}
 
 
@@ -998,6 +998,7 @@ def fresh_process_pool(workers: int) -> ProcessPoolExecutor:
 def run_benchmark(wake_words: str | Path, out_root: str | Path = "runs/bench-real", *, config: BenchConfig | None = None,
                   quick: bool = False, jobs: int = 2, progress: bool = True, resume: bool = False) -> dict:
     """Run every rotation of ``config`` and write ``<out_root>/<name>/report.{json,md}`` and plots; return the report."""
+    from deploy.bench import machine_info
     from deploy.benchmark_report import write_bench_report
 
     cfg = config or BenchConfig()
@@ -1023,7 +1024,7 @@ def run_benchmark(wake_words: str | Path, out_root: str | Path = "runs/bench-rea
                            f"finished so far are kept in {out}: rerun with --resume, and --jobs 1 to run one rotation at a time"
                            ) from None
     report = {"benchmark": "real-speech", "keyword": KEYWORD, "config": cfg_dict, "quick": quick, "wake_words": str(wake_words),
-              "data": data, "rotations": results, "seconds": time.perf_counter() - started}
+              "data": data, "rotations": results, "seconds": time.perf_counter() - started, "machine": machine_info(packages=True)}
     if shared:
         report["shared_training"] = shared
     write_bench_report(report, out)

@@ -163,3 +163,14 @@ def test_cli_bench_and_bad_input(keyword_model, short_stream, tmp_path):
     with pytest.raises(AudioError, match="not found"):
         run_bench(keyword_model, tmp_path / "missing.wav", out_dir=tmp_path / "x", min_audio_s=0)
     assert issubclass(ConfigError, KwsError)
+
+
+def test_machine_info_names_the_cpu_and_the_installed_package_versions():
+    from importlib.metadata import version
+
+    from deploy.bench import machine_info
+
+    info = machine_info(packages=True)
+    assert info["cpu"] and info["cores"] >= 1
+    assert info["packages"]["numpy"] == version("numpy") and info["packages"]["onnxruntime"] == version("onnxruntime")
+    assert "packages" not in machine_info()
