@@ -412,14 +412,33 @@ def cpu_model() -> str:
     return platform.processor() or platform.machine()
 
 
+def cpu_id() -> dict:
+    """The CPU's family, model and vector instruction sets (Linux; ``{}`` elsewhere).
+
+    Why: a model name can be as vague as "AMD EPYC", while the vector
+    instructions decide which kernels PyTorch and ONNX Runtime run, and
+    kernels of another width can round floating point otherwise.
+    """
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return {}
+    first = dict(line.split(":", 1) for line in text.split("\n\n", 1)[0].splitlines() if ":" in line)
+    first = {k.strip(): v.strip() for k, v in first.items()}
+    simd = sorted(f for f in first.get("flags", "").split() if f.startswith(("sse", "ssse", "avx", "fma", "amx", "f16c")))
+    return {"vendor": first.get("vendor_id"), "family": first.get("cpu family"), "model": first.get("model"), "simd": simd}
+
+
 def machine_info(packages: bool = False) -> dict:
-    """What a measurement ran on: CPU model, cores, platform, Python and, with ``packages``, every installed distribution's version.
+    """What a measurement ran on: CPU model and ``cpu_id``, cores, platform, Python and, with ``packages``, every installed
+    distribution's version.
 
     Why: figures that should repeat can differ between machines (another CPU
     can round floating point otherwise, another package version can change a
     result); a report that says where it was made lets two of them be told apart.
     """
-    info = {"cpu": cpu_model(), "cores": os.cpu_count(), "platform": platform.platform(), "python": sys.version.split()[0]}
+    info = {"cpu": cpu_model(), "cpu_id": cpu_id(), "cores": os.cpu_count(), "platform": platform.platform(),
+            "python": sys.version.split()[0]}
     if packages:
         from importlib.metadata import distributions
 

@@ -972,6 +972,13 @@ def prepare_data(out_root: Path, cfg: BenchConfig, progress: bool) -> dict:
     return data
 
 
+def torch_cpu_capability() -> str:
+    """The vector instruction set PyTorch's kernels run with here (e.g. "AVX2", "AVX512"): trainings on two differ in rounding."""
+    import torch
+
+    return torch.backends.cpu.get_cpu_capability()
+
+
 def _log_like_parent(level: int) -> None:
     """A spawned worker's logging set up as the script's (``benchmarks/real_speech.py``): messages to stderr at ``level``."""
     logging.basicConfig(level=level, format="%(message)s")
@@ -1024,7 +1031,8 @@ def run_benchmark(wake_words: str | Path, out_root: str | Path = "runs/bench-rea
                            f"finished so far are kept in {out}: rerun with --resume, and --jobs 1 to run one rotation at a time"
                            ) from None
     report = {"benchmark": "real-speech", "keyword": KEYWORD, "config": cfg_dict, "quick": quick, "wake_words": str(wake_words),
-              "data": data, "rotations": results, "seconds": time.perf_counter() - started, "machine": machine_info(packages=True)}
+              "data": data, "rotations": results, "seconds": time.perf_counter() - started,
+              "machine": {**machine_info(packages=True), "torch_cpu_capability": torch_cpu_capability()}}
     if shared:
         report["shared_training"] = shared
     write_bench_report(report, out)

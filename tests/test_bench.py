@@ -167,10 +167,13 @@ def test_cli_bench_and_bad_input(keyword_model, short_stream, tmp_path):
 
 def test_machine_info_names_the_cpu_and_the_installed_package_versions():
     from importlib.metadata import version
+    from pathlib import Path
 
     from deploy.bench import machine_info
 
     info = machine_info(packages=True)
     assert info["cpu"] and info["cores"] >= 1
+    if Path("/proc/cpuinfo").is_file():  # Linux: the vector instructions the kernels are chosen by
+        assert info["cpu_id"]["family"] and any(f.startswith(("sse", "avx")) for f in info["cpu_id"]["simd"])
     assert info["packages"]["numpy"] == version("numpy") and info["packages"]["onnxruntime"] == version("onnxruntime")
     assert "packages" not in machine_info()
