@@ -402,14 +402,17 @@ def against_facts(engine: str, model_files: list[str]) -> dict:
     return {"size_bytes": sum(f.stat().st_size for f in files if f.is_file()), "parameters": None, "macs_per_s": None, "macs_note": "TFLite graph: not counted"}
 
 
-def cpu_model() -> str:
+def _cpuinfo() -> dict[str, str]:
+    """The first processor's fields in ``/proc/cpuinfo`` (Linux; ``{}`` elsewhere)."""
     try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.lower().startswith("model name"):
-                return line.split(":", 1)[1].strip()
+        first = Path("/proc/cpuinfo").read_text().split("\n\n", 1)[0]
     except OSError:
-        pass
-    return platform.processor() or platform.machine()
+        return {}
+    return {k.strip(): v.strip() for k, v in (line.split(":", 1) for line in first.splitlines() if ":" in line)}
+
+
+def cpu_model() -> str:
+    return _cpuinfo().get("model name") or platform.processor() or platform.machine()
 
 
 def cpu_id() -> dict:
@@ -419,14 +422,11 @@ def cpu_id() -> dict:
     instructions decide which kernels PyTorch and ONNX Runtime run, and
     kernels of another width can round floating point otherwise.
     """
-    try:
-        text = Path("/proc/cpuinfo").read_text()
-    except OSError:
+    info = _cpuinfo()
+    if not info:
         return {}
-    first = dict(line.split(":", 1) for line in text.split("\n\n", 1)[0].splitlines() if ":" in line)
-    first = {k.strip(): v.strip() for k, v in first.items()}
-    simd = sorted(f for f in first.get("flags", "").split() if f.startswith(("sse", "ssse", "avx", "fma", "amx", "f16c")))
-    return {"vendor": first.get("vendor_id"), "family": first.get("cpu family"), "model": first.get("model"), "simd": simd}
+    simd = sorted(f for f in info.get("flags", "").split() if f.startswith(("sse", "ssse", "avx", "fma", "amx", "f16c")))
+    return {"vendor": info.get("vendor_id"), "family": info.get("cpu family"), "model": info.get("model"), "simd": simd}
 
 
 def machine_info(packages: bool = False) -> dict:
