@@ -89,6 +89,10 @@ CONFIGS = Path(__file__).resolve().parent.parent / "configs"
 MINING_DEFAULTS = {"threshold": 0.2, "max_clips": 2000, "epochs": 8, "lr": 1e-3, "read_aloud_takes": 2, "rounds": 1,
                    "noise_snr_db": None, "read_aloud_text": "sentences"}
 READ_ALOUD_TEXTS = ("sentences", "sentences+words")
+# adapt_norm: each rotation's model gets its normalisation statistics re-estimated on the rotation's training-side real
+# speech under the test's noise bed (train.adapt_norm); {} = off. blend: share of the adapted statistics
+ADAPT_NORM_DEFAULTS = {"blend": 0.5, "hop_frames": 10}
+ADAPT_NORM_SEED_OFFSET = 202
 RANDOM_WORD_SENTENCES = 1000  # random-word sentences added to the shipped ones by "sentences+words"
 
 
@@ -110,6 +114,7 @@ class BenchConfig:
     real_negatives: bool | str = True
     # false-accept mining and fine-tuning, "rounds" times (deploy.mine); {} = off. Keys: MINING_DEFAULTS
     mining: dict = field(default_factory=dict)
+    adapt_norm: dict = field(default_factory=dict)  # keys: ADAPT_NORM_DEFAULTS; {} = off
     export: dict = field(default_factory=lambda: {"smoothing": 3, "refractory_s": 1.0})
     # deploy.calibrate.calibrate_threshold's settings; up to 8 hops of smoothing, for the low FA/h this benchmark is about
     calibration: dict = field(default_factory=lambda: {"target_fa_per_hour": 0.5, "background_minutes": 60.0,
@@ -143,10 +148,7 @@ class BenchConfig:
         if "calibration" in d:
             d["calibration"] = {**base.calibration, **d["calibration"]}
         if d.get("mining"):
-            unknown_m = sorted(set(d["mining"]) - set(MINING_DEFAULTS))
-            if unknown_m:
-                raise ConfigError(f"benchmark config: unknown mining key(s) {', '.join(unknown_m)}; known: {', '.join(MINING_DEFAULTS)}")
-            d["mining"] = {**MINING_DEFAULTS, **d["mining"]}
+            d["mining"] = _with_defaults(d, "mining", MINING_DEFAULTS)
             rounds = d["mining"]["rounds"]
             if isinstance(rounds, bool) or not isinstance(rounds, int) or rounds < 1:
                 raise ConfigError(f"benchmark config: mining.rounds must be a whole number >= 1, got {rounds!r}")
@@ -156,6 +158,11 @@ class BenchConfig:
             if d["mining"]["read_aloud_text"] not in READ_ALOUD_TEXTS:
                 raise ConfigError(f"benchmark config: mining.read_aloud_text must be one of {', '.join(READ_ALOUD_TEXTS)}, "
                                   f"got {d['mining']['read_aloud_text']!r}")
+        if d.get("adapt_norm"):
+            d["adapt_norm"] = _with_defaults(d, "adapt_norm", ADAPT_NORM_DEFAULTS)
+            blend = d["adapt_norm"]["blend"]
+            if isinstance(blend, bool) or not isinstance(blend, (int, float)) or not 0 < blend <= 1:
+                raise ConfigError(f"benchmark config: adapt_norm.blend must be a number in (0, 1], got {blend!r}")
         cfg = cls(**d)
         if not (isinstance(cfg.real_negatives, bool) or cfg.real_negatives == "validation"):
             raise ConfigError(f"benchmark config: real_negatives must be true, false or \"validation\", got {cfg.real_negatives!r}")
@@ -202,6 +209,14 @@ class BenchConfig:
             return cfg.with_settings(self.train_overrides)
         except ConfigError as exc:
             raise ConfigError(f"benchmark config {self.name!r}: train_overrides: {exc}") from None
+
+
+def _with_defaults(d: dict, key: str, defaults: dict) -> dict:
+    """``d[key]`` (a group of settings) over its ``defaults``; ``ConfigError`` naming any key the group does not have."""
+    unknown = sorted(set(d[key]) - set(defaults))
+    if unknown:
+        raise ConfigError(f"benchmark config: unknown {key} key(s) {', '.join(unknown)}; known: {', '.join(defaults)}")
+    return {**defaults, **d[key]}
 
 
 def _digest(obj) -> str:
@@ -716,6 +731,13 @@ def run_rotation(rotation: str, wake_words: str, out_dir: str, cfg_dict: dict, d
             raise ConfigError("a config that trains on no real speech shares one training between rotations: pass shared_training's result")
         dataset = _link_dataset(out / "dataset", Path(shared["dataset"]))  # where the rotation's readers (decision lever, ensembles) look
         checkpoint, train_record, mining = Path(shared["checkpoint"]), {**shared["train"], "shared": True}, shared["mining"]
+    adaptation = None
+    if cfg.adapt_norm:
+        from train.adapt_norm import adapt_norm
+
+        adaptation = adapt_norm(checkpoint, [adaptation_stream(rotation, cfg, real_files)], out / "adapted.pt",
+                                blend=cfg.adapt_norm["blend"], hop_frames=cfg.adapt_norm["hop_frames"])
+        checkpoint = out / "adapted.pt"
     trained = time.perf_counter() - t0
     # threshold 0.5 only until measure_rotation calibrates it (with the rotation's extra background)
     model_path = export_model(checkpoint, out / "model.onnx", threshold=0.5, **cfg.export)
@@ -724,9 +746,25 @@ def run_rotation(rotation: str, wake_words: str, out_dir: str, cfg_dict: dict, d
         "rotation": rotation, "train_negative_folders": list(train_words) if cfg.trains_on_real else [],
         "validation_negative_folders": list(train_words) if cfg.real_negatives == "validation" else [],
         "test_background_folders": list(test_words), "model": str(model_path), "train": train_record, "mining": mining,
-        **measured,
+        "norm_adaptation": adaptation, **measured,
         "seconds": {"train": trained, **measured["seconds"], "total": time.perf_counter() - t0},
     }
+
+
+def adaptation_stream(rotation: str, cfg: BenchConfig, real_files: dict[str, list[Path]]) -> np.ndarray:
+    """What a rotation's model adapts its normalisation to (``adapt_norm``): its training-side real clips under the test's noise.
+
+    The clips (never the test background, never a keyword) are laid end to end
+    with short gaps, each about once, under a pink noise bed ``cfg.snr_db``
+    below their mean power (``deploy.streams.build_stream``): real voices,
+    microphones and rooms, in the noise the test adds.
+    """
+    from deploy.streams import StreamClip, build_stream
+
+    clips = [StreamClip(c.audio, NEGATIVE) for w in ROTATIONS[rotation][0] for c in load_real_clips(real_files[w], w)]
+    audio, _ = build_stream([], clips, "pink", seed=cfg.seed + ADAPT_NORM_SEED_OFFSET, snr_db=cfg.snr_db,
+                            target_s=sum(len(c.audio) for c in clips) / SAMPLE_RATE)
+    return audio
 
 
 def validation_read_aloud(data: dict, info) -> list:

@@ -185,6 +185,8 @@ def export_model(
         "splits": json.dumps(ckpt.get("splits", {}), sort_keys=True),
         "data_counts": json.dumps(data_counts(ckpt), sort_keys=True),
     }
+    if ckpt.get("norm_adaptation"):  # train.adapt_norm: what the normalisation statistics were moved towards
+        metadata["norm_adaptation"] = json.dumps(ckpt["norm_adaptation"], sort_keys=True)
     streaming = getattr(model, "padding", None) == "valid"
     if streaming:
         if int8:

@@ -56,6 +56,18 @@ def _wake_words_from(tiny_dataset: Path, ww: Path, stretch=None) -> Path:
     return ww
 
 
+def _read_aloud_from(tiny_dataset: Path, read: Path) -> Path:
+    """A read-aloud background folder: the tiny dataset's sessions without their keyword takes (audio linked, not copied)."""
+    for manifest in tiny_dataset.glob("*/manifest.jsonl"):
+        (read / manifest.parent.name).mkdir(parents=True)
+        for sub in manifest.parent.iterdir():
+            if sub.is_dir():
+                (read / manifest.parent.name / sub.name).symlink_to(sub)
+        lines = [ln for ln in manifest.read_text().splitlines() if json.loads(ln)["label"] != KEYWORD]
+        (read / manifest.parent.name / "manifest.jsonl").write_text("\n".join(lines) + "\n")
+    return read
+
+
 def test_rotations_keep_training_negatives_out_of_the_test_background():
     for train_words, test_words in ROTATIONS.values():
         assert not set(train_words) & set(test_words)
@@ -121,6 +133,13 @@ def test_bench_config_files_parse():
     for bad in ({"kokoro": {"n_voices_per_accent": 4}}, {"espeak": {"n_voices": 4}}, {"espeak": 4}):  # not an engine; not a synth key
         with pytest.raises(ConfigError, match="engine_synth"):
             BenchConfig.from_dict({"engines": ["espeak"], "engine_synth": bad})
+    assert BenchConfig.from_dict({"adapt_norm": {"blend": 0.75}}).adapt_norm == {"blend": 0.75, "hop_frames": 10}
+    assert BenchConfig.from_dict({}).adapt_norm == {}  # off unless asked
+    for bad in ({"blend": 0}, {"blend": 1.5}, {"blend": True}):
+        with pytest.raises(ConfigError, match="adapt_norm.blend"):
+            BenchConfig.from_dict({"adapt_norm": bad})
+    with pytest.raises(ConfigError, match="unknown adapt_norm key"):
+        BenchConfig.from_dict({"adapt_norm": {"blnd": 0.5}})
 
 
 def test_train_overrides_change_only_the_settings_they_name():
@@ -413,14 +432,7 @@ def test_rotation_of_a_shared_training_calibrates_on_its_training_side_real_spee
     from deploy.benchmark_real import run_rotation
 
     ww = _wake_words_from(tiny_dataset, tmp_path / "ww")
-    read = tmp_path / "read"  # read-aloud background: the tiny dataset's sessions without their keyword takes
-    for manifest in tiny_dataset.glob("*/manifest.jsonl"):
-        (read / manifest.parent.name).mkdir(parents=True)
-        for sub in manifest.parent.iterdir():
-            if sub.is_dir():
-                (read / manifest.parent.name / sub.name).symlink_to(sub)
-        lines = [ln for ln in manifest.read_text().splitlines() if json.loads(ln)["label"] != KEYWORD]
-        (read / manifest.parent.name / "manifest.jsonl").write_text("\n".join(lines) + "\n")
+    read = _read_aloud_from(tiny_dataset, tmp_path / "read")
     cfg = BenchConfig.from_dict({"real_negatives": "validation", "calibration": {"background_minutes": 2.0, "target_fa_per_hour": 2.0},
                                  "test_background_minutes": 2.0, "accent_background_minutes": 1.0})
     # The same takes stand in for the training-side read-aloud: its validation speakers' takes join calibration.
@@ -515,6 +527,33 @@ from deploy.benchmark_real import BenchConfig, prepare_data
 cfg = BenchConfig.from_dict(json.loads(sys.argv[2]))
 print(json.dumps(prepare_data(Path(sys.argv[1]), cfg, progress=False)))
 """
+
+
+def test_adapt_norm_rotation_adapts_to_its_training_side_real_speech_only(tmp_path, tiny_dataset, tiny_run):
+    """adapt_norm: the rotation's model is the shared one with statistics from its training-side real clips under noise."""
+    from dataclasses import asdict
+
+    from deploy.benchmark_real import adaptation_stream, load_real_clips, run_rotation
+    from deploy.modelfile import KwsModel
+    from deploy.streams import trim_silence
+
+    ww = _wake_words_from(tiny_dataset, tmp_path / "ww")
+    read = _read_aloud_from(tiny_dataset, tmp_path / "read")
+    cfg = BenchConfig.from_dict({"real_negatives": "validation", "adapt_norm": {"blend": 0.5},
+                                 "calibration": {"background_minutes": 1.0, "target_fa_per_hour": 2.0},
+                                 "test_background_minutes": 1.0, "accent_background_minutes": 0.5})
+    files = check_wake_words(ww)
+    stream = adaptation_stream("A", cfg, files)
+    assert np.array_equal(stream, adaptation_stream("A", cfg, files))  # the same config gives the same audio
+    train_side = [c.audio for w in ROTATIONS["A"][0] for c in load_real_clips(files[w], w)]
+    assert len(stream) >= sum(len(trim_silence(a)) for a in train_side)  # every training-side clip, at least once
+    data = {"synth": str(tmp_path / "unused"), "read_aloud": str(read), "heldout": str(tiny_dataset), "train_read_aloud": str(read)}
+    shared = {"dataset": str(tiny_dataset), "checkpoint": str(tiny_run.checkpoint), "train": {"best_epoch": 1}, "mining": {}}
+    rot = run_rotation("A", str(ww), str(tmp_path / "run"), json.loads(json.dumps(asdict(cfg))), data, progress=False, shared=shared)
+    record = rot["norm_adaptation"]
+    assert record["audio_seconds"] == round(len(stream) / 16000, 1) and record["source"] == str(tiny_run.checkpoint)
+    assert record["audio_sha256"] == hashlib.sha256(stream.astype(np.float32).tobytes()).hexdigest()
+    assert KwsModel(tmp_path / "run" / "rotation-A" / "model.onnx").info.metadata["norm_adaptation"] == record  # decoded JSON
 
 
 def test_two_runs_wait_for_the_cache_lock_and_synthesise_once(tmp_path):
