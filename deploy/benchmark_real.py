@@ -86,8 +86,10 @@ CONFIGS = Path(__file__).resolve().parent.parent / "configs"
 # then fine-tuning from the first model for `epochs` at peak learning rate `lr`. read_aloud_takes: long takes per training voice.
 # noise_snr_db: also mine each clip under pink noise that far below its speech power (deploy.mine); None = clean only
 # read_aloud_text: what the training voices read: "sentences" (the shipped ones) or "sentences+words" (and random-word ones)
+# fine_tuned_share: the model measured is this much of the last fine-tuned model and the rest of the first one, weight by
+# weight (train.interpolate); 1 = the fine-tuned model as it is
 MINING_DEFAULTS = {"threshold": 0.2, "max_clips": 2000, "epochs": 8, "lr": 1e-3, "read_aloud_takes": 2, "rounds": 1,
-                   "noise_snr_db": None, "read_aloud_text": "sentences"}
+                   "noise_snr_db": None, "read_aloud_text": "sentences", "fine_tuned_share": 1.0}
 READ_ALOUD_TEXTS = ("sentences", "sentences+words")
 # adapt_norm: each rotation's model gets its normalisation statistics re-estimated on the rotation's training-side real
 # speech under the test's noise bed (train.adapt_norm); {} = off. blend: share of the adapted statistics
@@ -155,6 +157,9 @@ class BenchConfig:
             snr = d["mining"]["noise_snr_db"]
             if snr is not None and (isinstance(snr, bool) or not isinstance(snr, (int, float)) or not -20 <= snr <= 60):
                 raise ConfigError(f"benchmark config: mining.noise_snr_db must be null or a number of dB in [-20, 60], got {snr!r}")
+            share = d["mining"]["fine_tuned_share"]
+            if isinstance(share, bool) or not isinstance(share, (int, float)) or not 0 < share <= 1:
+                raise ConfigError(f"benchmark config: mining.fine_tuned_share must be a number in (0, 1], got {share!r}")
             if d["mining"]["read_aloud_text"] not in READ_ALOUD_TEXTS:
                 raise ConfigError(f"benchmark config: mining.read_aloud_text must be one of {', '.join(READ_ALOUD_TEXTS)}, "
                                   f"got {d['mining']['read_aloud_text']!r}")
@@ -947,8 +952,11 @@ def mine_and_fine_tune(out: Path, dataset: Path, checkpoint: Path, cfg: BenchCon
     ``n`` mines with the model of round ``n - 1`` (the first with the first
     model) into the session ``mined`` (``mined-n`` after the first), so the
     windows of every round stay in the dataset, and fine-tunes that model on
-    the whole dataset into ``train-mined`` (``train-mined-n``). Returns the
-    last fine-tuned ``RunResult`` and what each round mined.
+    the whole dataset into ``train-mined`` (``train-mined-n``). With a
+    ``fine_tuned_share`` under 1, the last fine-tuned model is interpolated
+    with the first (``train.interpolate``) into ``interpolated.pt``. Returns
+    the last fine-tuned (or interpolated) ``RunResult`` and what each round
+    mined.
     """
     from deploy.export import export_model
     from deploy.mine import KIND, SESSION, find_false_accepts, write_mined
@@ -957,6 +965,7 @@ def mine_and_fine_tune(out: Path, dataset: Path, checkpoint: Path, cfg: BenchCon
     from train.loop import train
 
     m = cfg.mining
+    first = checkpoint
     rows, _ = read_dataset(dataset)
     clips = [(r, load_audio(dataset / r.path)) for r in rows if r.label == NEGATIVE and r.kind != KIND]
     clips += [(c.row, c.audio) for c in dataset_clips(read_folder)]
@@ -976,7 +985,13 @@ def mine_and_fine_tune(out: Path, dataset: Path, checkpoint: Path, cfg: BenchCon
         rounds.append({"round": n, "found": len(found), "kept": min(len(found), m["max_clips"]), "kept_by_session": by_source,
                        "kept_in_noise": in_noise, "mined_with": str(checkpoint)})
         checkpoint = result.checkpoint
-    return result, {**m, "searched_hours": round(audio_h, 3), "rounds_run": rounds}
+    record = {**m, "searched_hours": round(audio_h, 3), "rounds_run": rounds}
+    if m["fine_tuned_share"] < 1:
+        from train.interpolate import interpolate
+
+        record["interpolation"] = interpolate(first, checkpoint, m["fine_tuned_share"], out / "interpolated.pt")
+        result = replace(result, checkpoint=out / "interpolated.pt")
+    return result, record
 
 
 # ----------------------------------------------------------------------------- the whole benchmark

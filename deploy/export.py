@@ -66,6 +66,9 @@ def quiet_exporter():
             logging.getLogger(name).setLevel(level)
 
 AGREEMENT_TOLERANCE = 1e-4  # max |p_onnx - p_torch| on any class of any check window
+# What a checkpoint may record about how its weights came to be, beyond its training; carried into the metadata when present:
+# train.adapt_norm's statistics adaptation, train.interpolate's weight interpolation.
+PROVENANCE = ("norm_adaptation", "interpolation")
 
 
 class _WithSoftmax(torch.nn.Module):
@@ -185,8 +188,9 @@ def export_model(
         "splits": json.dumps(ckpt.get("splits", {}), sort_keys=True),
         "data_counts": json.dumps(data_counts(ckpt), sort_keys=True),
     }
-    if ckpt.get("norm_adaptation"):  # train.adapt_norm: what the normalisation statistics were moved towards
-        metadata["norm_adaptation"] = json.dumps(ckpt["norm_adaptation"], sort_keys=True)
+    for key in PROVENANCE:
+        if ckpt.get(key):
+            metadata[key] = json.dumps(ckpt[key], sort_keys=True)
     streaming = getattr(model, "padding", None) == "valid"
     if streaming:
         if int8:

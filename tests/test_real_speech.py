@@ -133,6 +133,10 @@ def test_bench_config_files_parse():
     for bad in ({"kokoro": {"n_voices_per_accent": 4}}, {"espeak": {"n_voices": 4}}, {"espeak": 4}):  # not an engine; not a synth key
         with pytest.raises(ConfigError, match="engine_synth"):
             BenchConfig.from_dict({"engines": ["espeak"], "engine_synth": bad})
+    assert BenchConfig.from_dict({"mining": {"rounds": 1}}).mining["fine_tuned_share"] == 1.0  # the fine-tuned model as it is
+    for share in (0, 1.2, "0.5"):
+        with pytest.raises(ConfigError, match="mining.fine_tuned_share"):
+            BenchConfig.from_dict({"mining": {"fine_tuned_share": share}})
     assert BenchConfig.from_dict({"adapt_norm": {"blend": 0.75}}).adapt_norm == {"blend": 0.75, "hop_frames": 10}
     assert BenchConfig.from_dict({}).adapt_norm == {}  # off unless asked
     for bad in ({"blend": 0}, {"blend": 1.5}, {"blend": True}):
