@@ -560,6 +560,22 @@ def test_adapt_norm_rotation_adapts_to_its_training_side_real_speech_only(tmp_pa
     assert KwsModel(tmp_path / "run" / "rotation-A" / "model.onnx").info.metadata["norm_adaptation"] == record  # decoded JSON
 
 
+def test_mining_with_a_fine_tuned_share_measures_the_interpolated_model(tmp_path, tiny_dataset, tiny_run):
+    """mining.fine_tuned_share: the model a rotation measures is the fine-tuned one taken part of the way back to the first."""
+    from deploy.benchmark_real import mine_and_fine_tune, rotation_dataset
+    from train.checkpoint import load_checkpoint
+
+    dataset = rotation_dataset(tmp_path / "dataset", tiny_dataset, {}, ())  # links: the mined session is written here, not there
+    cfg = BenchConfig.from_dict({"train_config": "tiny.json", "mining": {"threshold": 0.05, "epochs": 1, "fine_tuned_share": 0.5}})
+    out = tmp_path / "out"
+    result, record = mine_and_fine_tune(out, dataset, tiny_run.checkpoint, cfg, _read_aloud_from(tiny_dataset, tmp_path / "read"),
+                                        progress=False)
+    assert result.checkpoint == out / "interpolated.pt"
+    assert record["interpolation"] == load_checkpoint(out / "interpolated.pt")[1]["interpolation"]
+    assert (record["interpolation"]["start"], record["interpolation"]["fine_tuned"]) == (str(tiny_run.checkpoint), str(out / "train-mined" / "best.pt"))
+    assert record["rounds_run"][0]["kept"] > 0
+
+
 def test_two_runs_wait_for_the_cache_lock_and_synthesise_once(tmp_path):
     """Two benchmark runs started while the cache is locked both wait, then one synthesises and the other reuses its data.
 
