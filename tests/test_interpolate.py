@@ -5,7 +5,6 @@ import json
 import onnx
 import pytest
 import torch
-from conftest import REPO
 
 from features.errors import ConfigError
 from train.checkpoint import load_checkpoint, save_checkpoint
@@ -57,18 +56,3 @@ def test_other_networks_and_bad_shares_are_refused(tiny_run, descendant, tmp_pat
         interpolate(tiny_run.checkpoint, descendant, 1.5, tmp_path / "x.pt")
     assert not (tmp_path / "x.pt").exists()
 
-
-def test_kws_train_writes_the_interpolated_model_beside_the_fine_tuned_one(tiny_dataset, tiny_run, tmp_path):
-    from typer.testing import CliRunner
-
-    from deploy.cli.app import app
-
-    args = ["train", str(tiny_dataset), "--config", str(REPO / "configs" / "tiny.json"), "--epochs", "1", "--out", str(tmp_path / "ft"), "--no-progress"]
-    refused = CliRunner().invoke(app, args + ["--fine-tuned-share", "0.5"])  # no --init-from: nothing to interpolate with
-    assert refused.exit_code != 0 and "--fine-tuned-share needs --init-from" in str(refused.exception)
-    assert not (tmp_path / "ft").exists()
-    result = CliRunner().invoke(app, args + ["--init-from", str(tiny_run.checkpoint), "--fine-tuned-share", "0.5"])
-    assert result.exit_code == 0, result.output
-    assert f"kws export {tmp_path / 'ft' / 'interpolated.pt'}" in result.output
-    record = load_checkpoint(tmp_path / "ft" / "interpolated.pt")[1]["interpolation"]
-    assert (record["share"], record["start"], record["fine_tuned"]) == (0.5, str(tiny_run.checkpoint), str(tmp_path / "ft" / "best.pt"))

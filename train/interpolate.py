@@ -11,6 +11,11 @@ model, and it kept more of the original's robustness to other data than
 either end. Here ``share`` is the fine-tuned model's weight: 1 is the
 fine-tuned model, 0 the one it started from. Batch-normalisation
 statistics are interpolated like the weights.
+
+On the benchmark (``mining.fine_tuned_share`` 0.5) the first three seeds
+missed fewer real keywords at 0.5 FA/h in all six rotations, the next two
+gave most of it back (five seeds: lower in 7 of 10 rotations, the means
+within a point), so no recipe uses it (benchmarks/REAL_SPEECH.md).
 """
 
 from __future__ import annotations
