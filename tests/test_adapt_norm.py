@@ -17,7 +17,7 @@ from train.checkpoint import load_checkpoint
 
 @pytest.fixture(scope="module")
 def room():
-    """Twenty seconds of brown noise, louder than anything the tiny model trained on: a room unlike its training."""
+    """Twenty seconds of loud brown noise (RMS 0.3): audio whose statistics differ from the tiny model's training windows."""
     return 0.3 * coloured_noise(20 * 16000, np.random.default_rng(5), 2.0)
 
 
