@@ -157,17 +157,13 @@ class BenchConfig:
             snr = d["mining"]["noise_snr_db"]
             if snr is not None and (isinstance(snr, bool) or not isinstance(snr, (int, float)) or not -20 <= snr <= 60):
                 raise ConfigError(f"benchmark config: mining.noise_snr_db must be null or a number of dB in [-20, 60], got {snr!r}")
-            share = d["mining"]["fine_tuned_share"]
-            if isinstance(share, bool) or not isinstance(share, (int, float)) or not 0 < share <= 1:
-                raise ConfigError(f"benchmark config: mining.fine_tuned_share must be a number in (0, 1], got {share!r}")
+            _check_share(d, "mining", "fine_tuned_share")
             if d["mining"]["read_aloud_text"] not in READ_ALOUD_TEXTS:
                 raise ConfigError(f"benchmark config: mining.read_aloud_text must be one of {', '.join(READ_ALOUD_TEXTS)}, "
                                   f"got {d['mining']['read_aloud_text']!r}")
         if d.get("adapt_norm"):
             d["adapt_norm"] = _with_defaults(d, "adapt_norm", ADAPT_NORM_DEFAULTS)
-            blend = d["adapt_norm"]["blend"]
-            if isinstance(blend, bool) or not isinstance(blend, (int, float)) or not 0 < blend <= 1:
-                raise ConfigError(f"benchmark config: adapt_norm.blend must be a number in (0, 1], got {blend!r}")
+            _check_share(d, "adapt_norm", "blend")
         cfg = cls(**d)
         if not (isinstance(cfg.real_negatives, bool) or cfg.real_negatives == "validation"):
             raise ConfigError(f"benchmark config: real_negatives must be true, false or \"validation\", got {cfg.real_negatives!r}")
@@ -222,6 +218,13 @@ def _with_defaults(d: dict, key: str, defaults: dict) -> dict:
     if unknown:
         raise ConfigError(f"benchmark config: unknown {key} key(s) {', '.join(unknown)}; known: {', '.join(defaults)}")
     return {**defaults, **d[key]}
+
+
+def _check_share(d: dict, group: str, key: str) -> None:
+    """``ConfigError`` unless ``d[group][key]`` is a number in (0, 1] (a share of one model or statistic in a blend)."""
+    value = d[group][key]
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value <= 1:
+        raise ConfigError(f"benchmark config: {group}.{key} must be a number in (0, 1], got {value!r}")
 
 
 def _digest(obj) -> str:

@@ -119,16 +119,13 @@ class WindowReader:
 def calibration_windows(cfg: FeatureConfig, window_frames: int, hop_frames: int, clips: list[np.ndarray], limit: int = 400, seed: int = 0) -> np.ndarray:
     """Clips centred in the window, plus every hop's window over a stream of the same clips (what the detector sees)."""
     from features.audio import center_in_window
-    from features.mfcc import Mfcc
+    from features.mfcc import Mfcc, hop_windows
 
     mfcc = Mfcc(cfg)
     n = cfg.samples_for_frames(window_frames)
     centred = mfcc(np.stack([center_in_window(c, n) for c in clips]))
     stream = make_eval_stream(clips, [False] * len(clips), seed=seed, sample_rate=cfg.sample_rate)
-    frames = mfcc(stream.audio)
-    starts = np.arange(0, len(frames) - window_frames + 1, hop_frames)
-    streamed = np.stack([frames[s : s + window_frames] for s in starts]) if len(starts) else centred[:0]
-    windows = np.concatenate([centred, streamed])
+    windows = np.concatenate([centred, hop_windows(mfcc(stream.audio), window_frames, hop_frames)])
     rng = np.random.default_rng(seed)
     if len(windows) > limit:
         windows = windows[np.sort(rng.choice(len(windows), size=limit, replace=False))]

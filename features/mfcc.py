@@ -210,6 +210,18 @@ class Mfcc:
         return self.frames_to_mfcc(self.frames(y))[0]
 
 
+def hop_windows(feats: np.ndarray, window_frames: int, hop_frames: int) -> np.ndarray:
+    """Windows ``(n, window_frames, n_mfcc)`` of a recording's features ``(n_frames, n_mfcc)``, one starting every ``hop_frames``.
+
+    What a model sees over a stream, one window per detector hop; a
+    recording shorter than one window gives none (no padding).
+    """
+    starts = np.arange(0, len(feats) - window_frames + 1, hop_frames)
+    if not len(starts):
+        return np.zeros((0, window_frames, feats.shape[-1]), np.float32)
+    return np.stack([feats[s : s + window_frames] for s in starts])
+
+
 def mask_bands(mel: np.ndarray, bands: np.ndarray, spans: np.ndarray) -> np.ndarray:
     """SpecAugment masks: in window ``i`` of the compressed mel bands ``mel`` ``(n, frames, n_mels)``,
     bands ``bands[i, 0]:bands[i, 1]`` and frames ``spans[i, 0]:spans[i, 1]`` are set to the window's mean

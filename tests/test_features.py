@@ -98,3 +98,13 @@ def test_config_validation_and_roundtrip():
         FeatureConfig(hop_s=0.05, win_s=0.025)
     with pytest.raises(ConfigError, match="unknown feature config key.*n_filters"):
         FeatureConfig.from_dict({"n_filters": 3})
+
+
+def test_hop_windows_are_the_frames_every_hop_and_none_when_too_short():
+    from features.mfcc import hop_windows
+
+    feats = np.arange(22 * 3, dtype=np.float32).reshape(22, 3)
+    w = hop_windows(feats, 10, 4)
+    assert w.shape == (4, 10, 3)  # starts 0, 4, 8 and 12, whose window ends on the last frame
+    assert all(np.array_equal(w[i], feats[4 * i : 4 * i + 10]) for i in range(4))
+    assert hop_windows(feats[:9], 10, 4).shape == (0, 10, 3)

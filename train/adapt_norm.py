@@ -33,7 +33,7 @@ import torch
 
 from features.config import FeatureConfig
 from features.errors import ConfigError
-from features.mfcc import Mfcc
+from features.mfcc import Mfcc, hop_windows
 from train.checkpoint import load_checkpoint, save_checkpoint
 
 log = logging.getLogger(__name__)
@@ -49,17 +49,16 @@ def norm_layers(model: torch.nn.Module) -> list[torch.nn.modules.batchnorm._Batc
 
 
 def feature_windows(recordings: Iterable[np.ndarray], cfg: FeatureConfig, window_frames: int, hop_frames: int) -> Iterable[np.ndarray]:
-    """Batches ``(n, window_frames, n_mfcc)`` of the MFCC windows of each recording, one every ``hop_frames`` frames.
+    """Batches of at most ``BATCH`` MFCC windows of each recording, one every ``hop_frames`` frames (``hop_windows``).
 
     A recording shorter than one window gives none (a padded window would
     teach the layers the padding).
     """
     mfcc = Mfcc(cfg)
     for audio in recordings:
-        feats = mfcc(np.asarray(audio, np.float32))
-        starts = np.arange(0, len(feats) - window_frames + 1, hop_frames)
-        for i in range(0, len(starts), BATCH):
-            yield np.stack([feats[s : s + window_frames] for s in starts[i : i + BATCH]])
+        windows = hop_windows(mfcc(audio), window_frames, hop_frames)
+        for i in range(0, len(windows), BATCH):
+            yield windows[i : i + BATCH]
 
 
 def adapt_norm(checkpoint: str | Path, recordings: Sequence[np.ndarray], out: str | Path, *, blend: float = DEFAULT_BLEND,
